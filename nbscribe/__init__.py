@@ -1,0 +1,102 @@
+"""nbscribe: live transcription of system audio, a microphone or a file, inside Jupyter.
+
+Audio comes from a `DeviceSource` (a loopback device such as BlackHole, VB-Cable or a PulseAudio
+monitor, or a microphone), a `FileSource` or an `ArraySource`. A `Transcriber` streams it over
+AssemblyAI's v3 protocol, to AssemblyAI or to nbscribe's offline local server, and collects a
+`Session` whose ``turns`` and ``words`` are pandas DataFrames.
+
+>>> import nbscribe
+>>> tr = nbscribe.Transcriber(nbscribe.FileSource(nbscribe.sample("beckett")))  # doctest: +SKIP
+>>> session = tr.start().wait() and tr.stop()                                   # doctest: +SKIP
+>>> session.turns[["start", "end", "text"]]                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ._version import __version__
+from .client import StreamingClient
+from .convert import Converter
+from .devices import DeviceInfo, find_device, list_devices, loopback_setup_hint
+from .errors import (
+    AudioError,
+    AuthError,
+    ConfigError,
+    ConnectError,
+    DeviceNotFoundError,
+    NbscribeError,
+    PortAudioMissingError,
+    StreamError,
+)
+from .events import (
+    Begin,
+    ErrorEvent,
+    Event,
+    SpeakerRevision,
+    SpeechStarted,
+    Termination,
+    Turn,
+    WarningEvent,
+    Word,
+)
+from .params import StreamingParams
+from .session import Session
+from .sources import ArraySource, AudioSource, DeviceSource, FileSource
+from .tokens import create_temporary_token
+from .transcriber import Stats, Transcriber
+
+__all__ = [
+    "ArraySource",
+    "AudioError",
+    "AudioSource",
+    "AuthError",
+    "Begin",
+    "ConfigError",
+    "ConnectError",
+    "Converter",
+    "DeviceInfo",
+    "DeviceNotFoundError",
+    "DeviceSource",
+    "ErrorEvent",
+    "Event",
+    "FileSource",
+    "NbscribeError",
+    "PortAudioMissingError",
+    "Session",
+    "SpeakerRevision",
+    "SpeechStarted",
+    "Stats",
+    "StreamError",
+    "StreamingClient",
+    "StreamingParams",
+    "Termination",
+    "Transcriber",
+    "Turn",
+    "WarningEvent",
+    "Word",
+    "__version__",
+    "create_temporary_token",
+    "find_device",
+    "list_devices",
+    "loopback_setup_hint",
+    "sample",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def sample(name: str = "beckett") -> Path:
+    """Return the path of a speech recording that ships with nbscribe.
+
+    Parameters
+    ----------
+    name : str
+        ``"beckett"`` (10 s, one speaker) or ``"endgame_nagg_nell"`` (28 s, two voices).
+    """
+    path = Path(__file__).with_name("samples") / f"{name}.wav"
+    if not path.exists():
+        names = sorted(p.stem for p in path.parent.glob("*.wav"))
+        raise ValueError(f"no sample named {name!r}; there are: {', '.join(names)}")
+    return path

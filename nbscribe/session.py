@@ -1,0 +1,324 @@
+"""The session: what has been said so far, built from server events.
+
+Rules it applies (the same for every model family):
+
+- A turn is keyed by ``turn_order``; every message replaces the stored one (transcripts are
+  cumulative, not deltas). Partials revise partials.
+- The *last* end-of-turn message of a turn wins, so a formatted duplicate (Universal models with
+  ``format_turns``) replaces the raw final. A partial never replaces a final.
+- ``SpeakerRevision`` relabels earlier turns and their words.
+
+A session may span several server sessions (after a reconnect): each has a ``segment`` number and
+an offset that puts its times on one timeline. All methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .events import (
+    Begin,
+    ErrorEvent,
+    Event,
+    SpeakerRevision,
+    Termination,
+    Turn,
+    WarningEvent,
+    Word,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Session", "TurnRecord"]
+
+TURN_COLUMNS = {
+    "turn_order": "int64",
+    "segment": "int64",
+    "start": "float64",
+    "end": "float64",
+    "speaker": "string",
+    "text": "string",
+    "confidence": "float64",
+    "n_words": "int64",
+    "final": "bool",
+    "formatted": "bool",
+    "language": "string",
+}
+WORD_COLUMNS = {
+    "turn_order": "int64",
+    "segment": "int64",
+    "start": "float64",
+    "end": "float64",
+    "text": "string",
+    "confidence": "float64",
+    "speaker": "string",
+    "word_is_final": "bool",
+}
+
+
+@dataclasses.dataclass
+class TurnRecord:
+    """One turn as the session holds it: the latest message and its place on the timeline."""
+
+    segment: int
+    turn: Turn
+    offset_ms: int
+    final: bool
+    updated_at: float
+
+    @property
+    def start(self) -> float | None:
+        """Seconds from the session start to the first word, or ``None`` without words."""
+        words = self.turn.words
+        return (words[0].start + self.offset_ms) / 1000.0 if words else None
+
+    @property
+    def end(self) -> float | None:
+        """Seconds from the session start to the end of the last word."""
+        words = self.turn.words
+        return (words[-1].end + self.offset_ms) / 1000.0 if words else None
+
+    @property
+    def speaker(self) -> str | None:
+        """The turn's speaker label, or the most common word speaker."""
+        if self.turn.speaker_label:
+            return self.turn.speaker_label
+        labels = [w.speaker for w in self.turn.words if w.speaker and w.speaker != "PENDING"]
+        return max(set(labels), key=labels.count) if labels else None
+
+
+class Session:
+    """Turns, words, speakers and errors of one transcription, as they arrive.
+
+    Use `apply` to feed events (the transcriber does this from its reader thread); read `turns`
+    and `words` as pandas DataFrames at any time.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._turns: dict[tuple[int, int], TurnRecord] = {}
+        self._pending_revisions: dict[tuple[int, int], tuple[str | None, tuple[Word, ...]]] = {}
+        self.segment = 0
+        self.offset_ms = 0
+        self.begins: list[Begin] = []
+        self.terminations: list[Termination] = []
+        self.errors: list[ErrorEvent] = []
+        self.warnings: list[WarningEvent] = []
+        self.gaps: list[tuple[float, float]] = []
+        self.started_at = time.time()
+        self.audio_seconds = 0.0
+        self.metadata: dict[str, Any] = {}
+
+    # -- feeding ------------------------------------------------------------------------------
+
+    def new_segment(self, offset_ms: int) -> None:
+        """Start a new server session whose times begin at `offset_ms` on the timeline."""
+        with self._lock:
+            if self.begins or self._turns:
+                self.segment += 1
+            self.offset_ms = int(offset_ms)
+
+    def apply(self, event: Event) -> bool:
+        """Apply one event; return whether the transcript changed."""
+        with self._lock:
+            if isinstance(event, Turn):
+                return self._apply_turn(event)
+            if isinstance(event, SpeakerRevision):
+                return self._apply_revision(event)
+            if isinstance(event, Begin):
+                self.begins.append(event)
+            elif isinstance(event, Termination):
+                self.terminations.append(event)
+            elif isinstance(event, ErrorEvent):
+                self.errors.append(event)
+            elif isinstance(event, WarningEvent):
+                self.warnings.append(event)
+            return False
+
+    def _apply_turn(self, turn: Turn) -> bool:
+        key = (self.segment, turn.turn_order)
+        old = self._turns.get(key)
+        if old is not None and old.final and not turn.end_of_turn:
+            return False  # a late partial never undoes a final
+        pending = self._pending_revisions.pop(key, None)
+        if pending is not None and turn.speaker_label is None:
+            turn = _relabel(turn, *pending)
+        self._turns[key] = TurnRecord(
+            segment=self.segment,
+            turn=turn,
+            offset_ms=self.offset_ms,
+            final=turn.end_of_turn,
+            updated_at=time.time(),
+        )
+        return True
+
+    def _apply_revision(self, event: SpeakerRevision) -> bool:
+        changed = False
+        for order, label, words in event.revisions:
+            key = (self.segment, order)
+            record = self._turns.get(key)
+            if record is None:
+                self._pending_revisions[key] = (label, words)
+                continue
+            record.turn = _relabel(record.turn, label, words)
+            record.updated_at = time.time()
+            changed = True
+        return changed
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def records(self, include_partial: bool = False) -> list[TurnRecord]:
+        """Return the turns in timeline order (finals only unless `include_partial`)."""
+        with self._lock:
+            recs = [r for r in self._turns.values() if include_partial or r.final]
+            return sorted(recs, key=lambda r: (r.segment, r.turn.turn_order))
+
+    @property
+    def partial(self) -> TurnRecord | None:
+        """The turn still being spoken (not final yet), or ``None``."""
+        with self._lock:
+            open_turns = [r for r in self._turns.values() if not r.final]
+            return max(open_turns, key=lambda r: (r.segment, r.turn.turn_order), default=None)
+
+    @property
+    def text(self) -> str:
+        """The final transcript, one turn per line."""
+        return "\n".join(r.turn.transcript for r in self.records())
+
+    def __len__(self) -> int:
+        return len(self.records())
+
+    def __iter__(self) -> Iterator[TurnRecord]:
+        return iter(self.records())
+
+    @property
+    def turns(self) -> pd.DataFrame:
+        """Final turns as a DataFrame: turn_order, start, end (seconds), speaker, text ..."""
+        return self.turns_frame()
+
+    @property
+    def words(self) -> pd.DataFrame:
+        """Words of the final turns as a DataFrame (times in seconds)."""
+        return self.words_frame()
+
+    def turns_frame(self, include_partial: bool = False) -> pd.DataFrame:
+        """Return turns as a DataFrame with typed columns.
+
+        Parameters
+        ----------
+        include_partial : bool
+            Include the turn still being spoken (``final`` is False on it).
+        """
+        import pandas as pd
+
+        rows = []
+        for r in self.records(include_partial):
+            words = r.turn.words
+            conf = sum(w.confidence for w in words) / len(words) if words else float("nan")
+            rows.append(
+                (
+                    r.turn.turn_order,
+                    r.segment,
+                    r.start,
+                    r.end,
+                    r.speaker,
+                    r.turn.transcript,
+                    conf,
+                    len(words),
+                    r.final,
+                    r.turn.turn_is_formatted,
+                    r.turn.language_code,
+                )
+            )
+        frame = pd.DataFrame(rows, columns=list(TURN_COLUMNS))
+        return frame.astype(TURN_COLUMNS)
+
+    def words_frame(self, include_partial: bool = False) -> pd.DataFrame:
+        """Return the words of the turns as a DataFrame with typed columns."""
+        import pandas as pd
+
+        rows = []
+        for r in self.records(include_partial):
+            fallback = r.speaker
+            for w in r.turn.words:
+                speaker = w.speaker if w.speaker and w.speaker != "PENDING" else fallback
+                rows.append(
+                    (
+                        r.turn.turn_order,
+                        r.segment,
+                        (w.start + r.offset_ms) / 1000.0,
+                        (w.end + r.offset_ms) / 1000.0,
+                        w.text,
+                        w.confidence,
+                        speaker,
+                        w.word_is_final,
+                    )
+                )
+        frame = pd.DataFrame(rows, columns=list(WORD_COLUMNS))
+        return frame.astype(WORD_COLUMNS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return everything as plain JSON-ready data (what ``session.json`` holds)."""
+        with self._lock:
+            return {
+                "started_at": self.started_at,
+                "audio_seconds": round(self.audio_seconds, 3),
+                "metadata": self.metadata,
+                "server_sessions": [
+                    {"id": b.id, "expires_at": b.expires_at, "configuration": b.configuration}
+                    for b in self.begins
+                ],
+                "turns": [
+                    {
+                        "turn_order": r.turn.turn_order,
+                        "segment": r.segment,
+                        "start": r.start,
+                        "end": r.end,
+                        "speaker": r.speaker,
+                        "text": r.turn.transcript,
+                        "formatted": r.turn.turn_is_formatted,
+                        "words": [
+                            {
+                                "text": w.text,
+                                "start": (w.start + r.offset_ms) / 1000.0,
+                                "end": (w.end + r.offset_ms) / 1000.0,
+                                "confidence": w.confidence,
+                                "speaker": w.speaker,
+                            }
+                            for w in r.turn.words
+                        ],
+                    }
+                    for r in self.records()
+                ],
+                "gaps": [{"start": a, "end": b} for a, b in self.gaps],
+                "errors": [{"code": e.code, "message": e.message} for e in self.errors],
+                "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
+            }
+
+    def save(self, folder: str, formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> None:
+        """Write the session's files into `folder`; see `nbscribe.export.save`."""
+        from .export import save
+
+        save(self, folder, formats)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            n = sum(1 for r in self._turns.values() if r.final)
+        return f"<Session {n} final turns, {self.audio_seconds:.1f} s audio>"
+
+
+def _relabel(turn: Turn, label: str | None, words: tuple[Word, ...]) -> Turn:
+    new_words = turn.words
+    if words and len(words) == len(turn.words):
+        new_words = tuple(
+            dataclasses.replace(old, speaker=new.speaker or label)
+            for old, new in zip(turn.words, words)
+        )
+    elif label:
+        new_words = tuple(dataclasses.replace(w, speaker=label) for w in turn.words)
+    return dataclasses.replace(turn, speaker_label=label or turn.speaker_label, words=new_words)
