@@ -1,0 +1,173 @@
+"""Audio sources: files of every shape, bad files, and a real loopback device (PulseAudio)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from .scipy_free_xcorr import best_xcorr
+
+from nbscribe import ArraySource, AudioError, DeviceNotFoundError, DeviceSource, FileSource
+from nbscribe.convert import Converter
+from nbscribe.devices import is_loopback_name, list_devices, loopback_setup_hint
+
+from .conftest import sine
+
+
+def drain(source) -> np.ndarray:
+    source.start()
+    blocks = []
+    while True:
+        b = source.read(1.0)
+        if b is None:
+            if source.finished:
+                break
+            continue
+        blocks.append(b)
+    source.close()
+    return np.concatenate(blocks)
+
+
+@pytest.mark.parametrize(
+    ("subtype", "rate", "channels"),
+    [("PCM_24", 44100, 2), ("FLOAT", 48000, 1), ("PCM_16", 22050, 8), ("PCM_32", 8000, 1),
+     ("PCM_U8", 11025, 1)],
+)
+def test_unusual_wav_files_are_converted(tmp_path, subtype, rate, channels):
+    path = tmp_path / f"x_{subtype}.wav"
+    sf.write(path, sine(1.0, rate, 440, channels, amp=0.4), rate, subtype=subtype)
+    src = FileSource(path, realtime=False)
+    assert (src.samplerate, src.channels) == (rate, channels)
+    data = drain(src)
+    conv = Converter(rate, channels, 16000, 50)
+    frames = conv.push(data) + conv.flush()
+    y = np.frombuffer(b"".join(frames), "<i2") / 32768
+    assert abs(len(y) - 16000) <= 800
+    assert np.sqrt(np.mean(y[2000:14000] ** 2)) == pytest.approx(0.4 / np.sqrt(2), rel=0.05)
+
+
+def test_flac_and_ogg(tmp_path):
+    for fmt in ("flac", "ogg"):
+        path = tmp_path / f"a.{fmt}"
+        sf.write(path, sine(0.5, 16000), 16000)
+        assert FileSource(path, realtime=False).duration == pytest.approx(0.5, abs=0.01)
+
+
+def test_bad_files_raise_clear_errors(tmp_path):
+    with pytest.raises(AudioError, match="not found"):
+        FileSource(tmp_path / "missing.wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(AudioError, match="empty"):
+        FileSource(tmp_path / "empty.wav")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")
+    with pytest.raises(AudioError, match="cannot read .* Supported formats"):
+        FileSource(tmp_path / "corrupt.wav")
+    (tmp_path / "notes.txt").write_text("these are not audio")
+    with pytest.raises(AudioError, match="ffmpeg"):
+        FileSource(tmp_path / "notes.txt")
+    sf.write(tmp_path / "zero.wav", np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="no audio"):
+        FileSource(tmp_path / "zero.wav")
+    with pytest.raises(AudioError, match="folder"):
+        FileSource(tmp_path)
+
+
+def test_file_source_paces_at_real_time(samples_dir):
+    src = FileSource(samples_dir / "beckett.wav", realtime=True)
+    src.start()
+    t = time.monotonic()
+    got = 0
+    while got < 16000:  # one second of audio
+        b = src.read(1.0)
+        if b is not None:
+            got += len(b)
+    assert time.monotonic() - t >= 0.9
+    fast = FileSource(samples_dir / "beckett.wav", realtime=False)
+    t = time.monotonic()
+    assert len(drain(fast)) == sf.info(samples_dir / "beckett.wav").frames
+    assert time.monotonic() - t < 1.0
+
+
+def test_array_source_rejects_nothing():
+    with pytest.raises(AudioError):
+        ArraySource(np.zeros(0), 16000)
+
+
+def test_loopback_names():
+    for name in ("BlackHole 2ch", "CABLE Output (VB-Audio Virtual Cable)",
+                 "Line 1 (Virtual Audio Cable)", "alsa_output.pci-0000.analog-stereo.monitor",
+                 "Monitor of Built-in Audio", "Stereo Mix (Realtek Audio)"):
+        assert is_loopback_name(name), name
+    for name in ("MacBook Pro Microphone", "default", "pulse", "USB Headset"):
+        assert not is_loopback_name(name), name
+    assert "BlackHole" in loopback_setup_hint("darwin")
+    assert "CABLE Output" in loopback_setup_hint("win32")
+    assert "pactl" in loopback_setup_hint("linux")
+
+
+# -- a real loopback device: a PulseAudio null sink ------------------------------------------------
+
+
+@pytest.mark.loopback
+def test_devices_list_the_monitor_as_loopback(pulse):
+    devices = list_devices()
+    names = [d.name for d in devices]
+    assert "loopback.monitor" in names and "second.monitor" in names
+    assert devices[0].is_loopback  # loopback devices come first
+    with pytest.raises(DeviceNotFoundError) as info:
+        DeviceSource("no such device")
+    assert "loopback.monitor" in str(info.value)  # the error lists what exists
+    with pytest.raises(DeviceNotFoundError, match="match"):
+        DeviceSource("monitor")  # ambiguous: two monitors
+
+
+def _capture(source: DeviceSource, seconds: float, play=None) -> np.ndarray:
+    source.start()
+    blocks, proc = [], None
+    t = time.monotonic()
+    while time.monotonic() - t < seconds:
+        if play is not None and proc is None and time.monotonic() - t > 0.3:
+            proc = play()
+        b = source.read(0.2)
+        if b is not None:
+            blocks.append(b)
+    source.close()
+    if proc is not None:
+        proc.wait(10)
+    return np.concatenate(blocks)
+
+
+@pytest.mark.loopback
+def test_capture_48k_stereo_from_the_monitor_matches_what_was_played(pulse, tmp_path):
+    # a 440 Hz + 1320 Hz chord with an amplitude envelope, 16 kHz mono reference
+    t = np.arange(int(1.5 * 16000)) / 16000
+    ref = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 1320 * t)) * np.sin(
+        np.pi * t / 1.5)
+    ref = ref.astype(np.float32)
+    wav = tmp_path / "ref.wav"
+    sf.write(wav, ref, 16000, subtype="PCM_16")
+    src = DeviceSource("loopback.monitor", samplerate=48000, channels=2)
+    assert (src.samplerate, src.channels) == (48000, 2)
+    captured = _capture(src, 2.8, play=lambda: pulse.play(wav))
+    assert captured.shape[1] == 2
+    conv = Converter(48000, 2, 16000, 50)
+    y = np.frombuffer(b"".join(conv.push(captured) + conv.flush()), "<i2") / 32768
+    corr = best_xcorr(y.astype(np.float32), ref)
+    assert corr > 0.98, corr
+    assert src.overflows == 0
+
+
+@pytest.mark.loopback
+def test_a_pulse_source_other_than_the_default_is_captured(pulse, tmp_path):
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, sine(1.0, 16000, 880, amp=0.5), 16000)
+    src = DeviceSource("second.monitor")  # not the default source
+    silent = DeviceSource("loopback.monitor")
+    assert src.info.index is None  # reached through PulseAudio, not a PortAudio index
+    captured = _capture(src, 1.8, play=lambda: pulse.play(wav, sink="second"))
+    rms = np.sqrt(np.mean(captured**2))
+    assert rms > 0.1, rms
+    silent.start()
+    silent.close()
