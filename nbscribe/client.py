@@ -65,7 +65,8 @@ class StreamingClient:
     connect_timeout : float
         Seconds to wait for the connection and the ``Begin`` message.
     terminate_timeout : float
-        Seconds `close` waits for ``Termination`` after sending ``Terminate``.
+        Seconds `close` waits for ``Termination`` after sending ``Terminate``; the wait is
+        extended while the server keeps sending results, up to six times this.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class StreamingClient:
         self.close_code: int | None = None
         self.close_reason = ""
         self.bytes_sent = 0
+        self._last_message_at = 0.0
         self._ws: websocket.WebSocket | None = None
         self._reader: threading.Thread | None = None
         self._done = threading.Event()
@@ -278,7 +280,8 @@ class StreamingClient:
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     self.close_code, self.close_reason = _close_info(frame.data)
                     if self.close_code not in (1000, None):
-                        self._fail(self.close_code, describe_code(self.close_code, self.close_reason))
+                        message = describe_code(self.close_code, self.close_reason)
+                        self._fail(self.close_code, message)
                     elif self.termination is None and not self._closing:
                         logger.warning("the server closed the session without a Termination")
                     return
@@ -287,6 +290,7 @@ class StreamingClient:
                     continue
                 if opcode != websocket.ABNF.OPCODE_TEXT:
                     continue
+                self._last_message_at = time.monotonic()
                 event = decode(frame.data.decode("utf-8", "replace"))
                 if event is None:
                     continue
@@ -321,11 +325,7 @@ class StreamingClient:
         if terminate and not self._done.is_set():
             try:
                 ws.send_text(encode_terminate())
-                if not self._done.wait(self.terminate_timeout):
-                    logger.warning(
-                        "no Termination within %.1f s of Terminate; closing anyway",
-                        self.terminate_timeout,
-                    )
+                self._await_termination()
             except (OSError, websocket.WebSocketException):
                 pass
         if not self._done.is_set():
@@ -334,6 +334,20 @@ class StreamingClient:
             reader.join(5.0)
             if reader.is_alive():
                 logger.warning("the reader thread did not stop within 5 s")
+
+    def _await_termination(self) -> None:
+        # A server may still be working through audio it has queued (the local server in fast
+        # mode): keep waiting while it sends results, up to terminate_timeout of silence and
+        # at most six times that in all.
+        sent = time.monotonic()
+        self._last_message_at = sent
+        while not self._done.wait(0.05):
+            now = time.monotonic()
+            quiet = now - max(sent, self._last_message_at)
+            if quiet > self.terminate_timeout or now - sent > 6 * self.terminate_timeout:
+                logger.warning("no Termination within %.1f s of Terminate; closing anyway",
+                               now - sent)
+                return
 
     def __enter__(self) -> StreamingClient:
         if self._ws is None:

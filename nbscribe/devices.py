@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -248,9 +247,3 @@ def loopback_setup_hint(platform: str | None = None) -> str:
         "'alsa_output...analog-stereo.monitor') as the device."
     )
 
-
-def pulse_source_env(name: str) -> dict[str, str]:
-    """Return the environment that makes PortAudio's ``pulse`` device record source `name`."""
-    env = dict(os.environ)
-    env["PULSE_SOURCE"] = name
-    return env

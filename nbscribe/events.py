@@ -7,7 +7,7 @@ milliseconds from the start of the audio stream of that server session, as on th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 __all__ = [
     "Begin",
@@ -119,4 +119,4 @@ class WarningEvent:
     message: str
 
 
-Event = Union[Begin, Turn, SpeechStarted, SpeakerRevision, Termination, ErrorEvent, WarningEvent]
+Event = Begin | Turn | SpeechStarted | SpeakerRevision | Termination | ErrorEvent | WarningEvent

@@ -317,7 +317,7 @@ def _relabel(turn: Turn, label: str | None, words: tuple[Word, ...]) -> Turn:
     if words and len(words) == len(turn.words):
         new_words = tuple(
             dataclasses.replace(old, speaker=new.speaker or label)
-            for old, new in zip(turn.words, words)
+            for old, new in zip(turn.words, words, strict=True)
         )
     elif label:
         new_words = tuple(dataclasses.replace(w, speaker=label) for w in turn.words)

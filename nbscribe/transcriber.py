@@ -160,7 +160,8 @@ class Transcriber:
     def service_name(self) -> str:
         """A short name of where audio goes (never containing a key)."""
         if self.uses_local_server:
-            return "local Whisper server"
+            server = self.local_server
+            return server.describe() if server is not None else "the local Whisper server"
         from .protocol import redact_url
 
         return redact_url(self.url or DEFAULT_URL)

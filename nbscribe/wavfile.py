@@ -32,7 +32,7 @@ class WavWriter:
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.bytes_written = 0
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._file = open(self.path, "wb")
         self._write_header()
 
     @property

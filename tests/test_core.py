@@ -1,4 +1,4 @@
-"""Pure parts: parameters, wire decoding, conversion, the session's rules, exports, the WAV writer."""
+"""Pure parts: parameters, wire decoding, conversion, session rules, exports, the WAV writer."""
 
 from __future__ import annotations
 

@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from .scipy_free_xcorr import best_xcorr
 
 from nbscribe import ArraySource, AudioError, DeviceNotFoundError, DeviceSource, FileSource
 from nbscribe.convert import Converter
 from nbscribe.devices import is_loopback_name, list_devices, loopback_setup_hint
 
 from .conftest import sine
+from .scipy_free_xcorr import best_xcorr
 
 
 def drain(source) -> np.ndarray:
@@ -62,7 +62,7 @@ def test_bad_files_raise_clear_errors(tmp_path):
     with pytest.raises(AudioError, match="empty"):
         FileSource(tmp_path / "empty.wav")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")
-    with pytest.raises(AudioError, match="cannot read .* Supported formats"):
+    with pytest.raises(AudioError, match=r"cannot read .* Supported formats"):
         FileSource(tmp_path / "corrupt.wav")
     (tmp_path / "notes.txt").write_text("these are not audio")
     with pytest.raises(AudioError, match="ffmpeg"):

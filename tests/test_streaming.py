@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import pytest
-from .scripted_server import ScriptedServer, fail_after, replay, send, turn, word
 
 import nbscribe
 from nbscribe import ArraySource, AuthError, ConfigError, ConnectError, Transcriber
 
 from .conftest import sine
+from .scripted_server import ScriptedServer, fail_after, replay, send, turn, word
 
 KEY = "0123456789abcdef0123456789abcdef"
 
