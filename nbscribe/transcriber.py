@@ -171,6 +171,11 @@ class Transcriber:
         """The WAV file of the audio sent so far (valid while it grows)."""
         return self._wav_path if hasattr(self, "_wav_path") else None
 
+    @property
+    def first_audio_at(self) -> float | None:
+        """``time.monotonic()`` when the first audio frame was sent (the stream's time zero)."""
+        return self._first_sent
+
     def on(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(event)` for every server event; return a function that unsubscribes.
 
@@ -231,7 +236,6 @@ class Transcriber:
             self._pump.join(self.terminate_timeout + 5)
             self._stop_local_server()
             raise self.error
-        self.state = "streaming"
         return self
 
     def _resolve_url(self) -> str:
@@ -260,6 +264,7 @@ class Transcriber:
         try:
             try:
                 source.start()
+                self.state = "streaming"
             except NbscribeError as exc:
                 self.error = exc
                 self.state = "error"
@@ -304,11 +309,11 @@ class Transcriber:
     def _send(self, frames: list[bytes], wav: WavWriter, client: StreamingClient) -> None:
         paced = getattr(self.source, "realtime", True)
         for frame in frames:
+            if self._first_sent is None:
+                self._first_sent = time.monotonic()
             if paced:
                 # Never ahead of real time, even for the resampler's tail at the end: frame i
                 # leaves no earlier than i frame-durations after the first one.
-                if self._first_sent is None:
-                    self._first_sent = time.monotonic()
                 wait = self._first_sent + wav.seconds - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)

@@ -209,7 +209,7 @@ class EngineSettings:
     min_turn_silence: int = 400
     max_turn_silence: int = 1000
     vad_threshold: float = 0.5
-    first_partial_ms: int = 700
+    first_partial_ms: int = 500
     partial_interval_ms: int = 1000
     max_turn_ms: int = 25_000
     preroll_ms: int = 250
