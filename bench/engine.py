@@ -27,10 +27,10 @@ import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import nbscribe  # noqa: E402
-from nbscribe import ArraySource, Transcriber, Turn  # noqa: E402
-from nbscribe.metrics import word_error_rate  # noqa: E402
-from nbscribe.server import LocalServer, ServerConfig, load_model  # noqa: E402
+import nbscribe
+from nbscribe import ArraySource, Transcriber, Turn
+from nbscribe.metrics import word_error_rate
+from nbscribe.server import LocalServer, ServerConfig, load_model
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 SENTENCES = [

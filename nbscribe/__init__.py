@@ -63,6 +63,7 @@ __all__ = [
     "Event",
     "FileSource",
     "NbscribeError",
+    "Panel",
     "PortAudioMissingError",
     "Session",
     "SpeakerRevision",
@@ -85,6 +86,19 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    # The panel imports ipywidgets: only when it is asked for (PEP 562).
+    if name == "Panel":
+        try:
+            from .widget import Panel
+        except ImportError as exc:
+            raise ImportError(
+                f"nbscribe.Panel needs ipywidgets ({exc}): pip install 'nbscribe[widget]'"
+            ) from None
+        return Panel
+    raise AttributeError(f"module 'nbscribe' has no attribute {name!r}")
 
 
 def sample(name: str = "beckett") -> Path:

@@ -102,6 +102,8 @@ class Session:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._turns: dict[tuple[int, int], TurnRecord] = {}
+        self._finals: list[tuple[int, int]] = []  # keys in the order turns became final
+        self._open: set[tuple[int, int]] = set()  # keys of turns not final yet
         self._pending_revisions: dict[tuple[int, int], tuple[str | None, tuple[Word, ...]]] = {}
         self.segment = 0
         self.offset_ms = 0
@@ -155,6 +157,12 @@ class Session:
             final=turn.end_of_turn,
             updated_at=time.time(),
         )
+        if turn.end_of_turn:
+            self._open.discard(key)
+            if old is None or not old.final:
+                self._finals.append(key)
+        else:
+            self._open.add(key)
         return True
 
     def _apply_revision(self, event: SpeakerRevision) -> bool:
@@ -178,12 +186,20 @@ class Session:
             recs = [r for r in self._turns.values() if include_partial or r.final]
             return sorted(recs, key=lambda r: (r.segment, r.turn.turn_order))
 
+    def latest(self, n: int) -> list[TurnRecord]:
+        """Return the last `n` final turns in timeline order.
+
+        Its cost does not grow with the length of the session (for live views).
+        """
+        with self._lock:
+            recs = [self._turns[k] for k in self._finals[-n:]] if n > 0 else []
+            return sorted(recs, key=lambda r: (r.segment, r.turn.turn_order))
+
     @property
     def partial(self) -> TurnRecord | None:
         """The turn still being spoken (not final yet), or ``None``."""
         with self._lock:
-            open_turns = [r for r in self._turns.values() if not r.final]
-            return max(open_turns, key=lambda r: (r.segment, r.turn.turn_order), default=None)
+            return self._turns[max(self._open)] if self._open else None
 
     @property
     def text(self) -> str:
@@ -191,7 +207,8 @@ class Session:
         return "\n".join(r.turn.transcript for r in self.records())
 
     def __len__(self) -> int:
-        return len(self.records())
+        with self._lock:
+            return len(self._finals)
 
     def __iter__(self) -> Iterator[TurnRecord]:
         return iter(self.records())
@@ -307,9 +324,7 @@ class Session:
         save(self, folder, formats)
 
     def __repr__(self) -> str:
-        with self._lock:
-            n = sum(1 for r in self._turns.values() if r.final)
-        return f"<Session {n} final turns, {self.audio_seconds:.1f} s audio>"
+        return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"
 
 
 def _relabel(turn: Turn, label: str | None, words: tuple[Word, ...]) -> Turn:

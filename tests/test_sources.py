@@ -124,18 +124,22 @@ def test_devices_list_the_monitor_as_loopback(pulse):
 
 
 def _capture(source: DeviceSource, seconds: float, play=None) -> np.ndarray:
+    """Capture for `seconds`, and always until 0.5 s after the player has finished."""
     source.start()
-    blocks, proc = [], None
+    blocks, proc, done_at = [], None, None
     t = time.monotonic()
-    while time.monotonic() - t < seconds:
-        if play is not None and proc is None and time.monotonic() - t > 0.3:
+    while time.monotonic() - t < 15:
+        now = time.monotonic()
+        if play is not None and proc is None and now - t > 0.3:
             proc = play()
+        if proc is not None and done_at is None and proc.poll() is not None:
+            done_at = now
+        if now - t >= seconds and (play is None or (done_at and now - done_at > 0.5)):
+            break
         b = source.read(0.2)
         if b is not None:
             blocks.append(b)
     source.close()
-    if proc is not None:
-        proc.wait(10)
     return np.concatenate(blocks)
 
 
