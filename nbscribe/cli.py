@@ -145,7 +145,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         tr.stop()
     if args.out:
         print(f"nbscribe: {len(session)} turns, {session.audio_seconds:.1f} s of audio; "
-              f"wrote {os.path.normpath(args.out)}/ (audio.wav, turns.csv, words.csv, session.json, "
+              f"wrote {os.path.normpath(args.out)}/ (audio.wav, turns.csv, words.csv, "
+              "session.json, "
               "transcript.srt, transcript.vtt)", file=sys.stderr)
     tr.raise_for_error()
     return 0

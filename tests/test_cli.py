@@ -121,3 +121,30 @@ def test_devices_command_marks_loopback_devices(pulse):
     monitor = [line for line in lines if "loopback.monitor" in line]
     assert monitor and monitor[0].startswith("* ") and "loopback)" in monitor[0]
     assert lines[0].startswith("* ")  # loopback devices first
+
+
+def test_missing_portaudio_only_matters_for_devices(tmp_path, samples_dir):
+    """Without PortAudio, files still work and a device gives an error naming libportaudio2."""
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "sounddevice.py").write_text("raise OSError('PortAudio library not found')\n")
+    env = {"PYTHONPATH": f"{stub}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    res = nbscribe("transcribe", "--device", "BlackHole", "--url", "ws://127.0.0.1:9",
+                   "--api-key", KEY, env=env)
+    assert res.returncode == 2
+    assert "libportaudio2" in res.stderr and "Traceback" not in res.stderr
+    with ScriptedServer(replay([turn(0, [word("Fine.", 0, 300)], True, True)])) as server:
+        res = nbscribe("transcribe", "--file", str(samples_dir / "beckett.wav"), "--url",
+                       server.url, "--api-key", KEY, "--duration", "0.5", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "Fine." in res.stdout
+
+
+@pytest.mark.engine
+def test_local_flag_wins_over_a_configured_key(tmp_path, samples_dir):
+    res = nbscribe("transcribe", "--file", str(samples_dir / "beckett.wav"), "--local", "--fast",
+                   "--out", str(tmp_path / "o"), env={"ASSEMBLYAI_API_KEY": KEY})
+    assert res.returncode == 0, res.stderr
+    assert "local server at ws://127.0.0.1:" in res.stderr
+    assert KEY not in res.stderr + res.stdout
+    assert "Fail better." in res.stdout
