@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from . import analysis
 from ._version import __version__
 from .client import StreamingClient
 from .convert import Converter
@@ -42,6 +43,7 @@ from .events import (
     Word,
 )
 from .params import StreamingParams
+from .routing import RoutingReport, check_routing
 from .session import Session
 from .sources import ArraySource, AudioSource, DeviceSource, FileSource
 from .tokens import create_temporary_token
@@ -65,6 +67,7 @@ __all__ = [
     "NbscribeError",
     "Panel",
     "PortAudioMissingError",
+    "RoutingReport",
     "Session",
     "SpeakerRevision",
     "SpeechStarted",
@@ -78,6 +81,8 @@ __all__ = [
     "WarningEvent",
     "Word",
     "__version__",
+    "analysis",
+    "check_routing",
     "create_temporary_token",
     "find_device",
     "list_devices",

@@ -204,7 +204,13 @@ class Panel:
         self.widget.add_class("nbs-panel")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            # What shows where widgets cannot render (a saved notebook without its kernel,
+            # GitHub, nbconvert): a sentence, not the widget tree.
+            bundle["text/plain"] = (f"{self!r}: the nbscribe control panel (run the cell in a "
+                                    "live Jupyter kernel to see it)")
+        return bundle
 
     def refresh_devices(self, preselect: str | None = None) -> bool:
         """Re-scan input devices (loopback devices first); return whether any exist."""
