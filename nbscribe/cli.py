@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--device", metavar="NAME", help="an input device name, part of one, or "
                      "an index (see `nbscribe devices`)")
     p.add_argument("--out", metavar="DIR", help="write audio.wav, turns.csv, words.csv, "
-                   "session.json, transcript.srt and transcript.vtt here")
+                   "session.json, transcript.srt, transcript.vtt and the event journal "
+                   "(events.jsonl) here")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--fast", action="store_true", help="send a file faster than real time "
                    "(only servers that allow it, such as the local server)")

@@ -118,20 +118,40 @@ class Session:
 
     # -- feeding ------------------------------------------------------------------------------
 
-    def new_segment(self, offset_ms: int) -> None:
-        """Start a new server session whose times begin at `offset_ms` on the timeline."""
+    def new_segment(self, offset_ms: int) -> int:
+        """Start a new server session whose times begin at `offset_ms` on the timeline.
+
+        Turns of earlier server sessions that never became final are dropped: a reconnected
+        session transcribes their audio again. Returns the new segment number.
+        """
         with self._lock:
             if self.begins or self._turns:
                 self.segment += 1
             self.offset_ms = int(offset_ms)
+            for key in [k for k in self._open if k[0] < self.segment]:
+                self._open.discard(key)
+                del self._turns[key]
+            return self.segment
 
-    def apply(self, event: Event) -> bool:
-        """Apply one event; return whether the transcript changed."""
+    def apply(self, event: Event, segment: int | None = None,
+              offset_ms: int | None = None) -> bool:
+        """Apply one event; return whether the transcript changed.
+
+        Parameters
+        ----------
+        event : Event
+            What the server said.
+        segment, offset_ms : int, optional
+            The server session the event came from and where its time zero lies on the
+            session timeline (default: the current segment).
+        """
         with self._lock:
+            seg = self.segment if segment is None else segment
+            off = self.offset_ms if offset_ms is None else offset_ms
             if isinstance(event, Turn):
-                return self._apply_turn(event)
+                return self._apply_turn(event, seg, off)
             if isinstance(event, SpeakerRevision):
-                return self._apply_revision(event)
+                return self._apply_revision(event, seg)
             if isinstance(event, Begin):
                 self.begins.append(event)
             elif isinstance(event, Termination):
@@ -142,8 +162,8 @@ class Session:
                 self.warnings.append(event)
             return False
 
-    def _apply_turn(self, turn: Turn) -> bool:
-        key = (self.segment, turn.turn_order)
+    def _apply_turn(self, turn: Turn, segment: int, offset_ms: int) -> bool:
+        key = (segment, turn.turn_order)
         old = self._turns.get(key)
         if old is not None and old.final and not turn.end_of_turn:
             return False  # a late partial never undoes a final
@@ -151,9 +171,9 @@ class Session:
         if pending is not None and turn.speaker_label is None:
             turn = _relabel(turn, *pending)
         self._turns[key] = TurnRecord(
-            segment=self.segment,
+            segment=segment,
             turn=turn,
-            offset_ms=self.offset_ms,
+            offset_ms=offset_ms,
             final=turn.end_of_turn,
             updated_at=time.time(),
         )
@@ -165,10 +185,10 @@ class Session:
             self._open.add(key)
         return True
 
-    def _apply_revision(self, event: SpeakerRevision) -> bool:
+    def _apply_revision(self, event: SpeakerRevision, segment: int) -> bool:
         changed = False
         for order, label, words in event.revisions:
-            key = (self.segment, order)
+            key = (segment, order)
             record = self._turns.get(key)
             if record is None:
                 self._pending_revisions[key] = (label, words)

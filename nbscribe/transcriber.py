@@ -15,7 +15,9 @@ it), `stop` once every thread has been joined (bounded by the terminate timeout)
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import logging
 import tempfile
 import threading
@@ -26,8 +28,9 @@ from typing import Any
 
 from .client import StreamingClient, resolve_api_key
 from .convert import Converter
-from .errors import ConfigError, NbscribeError, StreamError
-from .events import Event
+from .errors import AuthError, ConfigError, ConnectError, NbscribeError, StreamError, is_retryable
+from .events import Event, Turn
+from .journal import JOURNAL_NAME, Journal
 from .params import StreamingParams
 from .protocol import DEFAULT_URL
 from .session import Session
@@ -95,6 +98,20 @@ class Transcriber:
         Audio per message, 50-1000 ms.
     connect_timeout, terminate_timeout : float
         Seconds to wait for ``Begin`` and for ``Termination``.
+    reconnect : bool
+        After an unexpected close (a dropped connection, 1011, 3005, 3008 ...), connect again
+        with backoff and go on; errors a retry cannot fix (a bad key 1008, bad input 3006)
+        stop the session. The audio captured meanwhile is buffered and sent after
+        reconnecting, and so is the audio of the turn that was open when the connection
+        dropped: the new server session transcribes it again.
+    buffer_seconds : float
+        How much audio may wait for a connection; beyond it the oldest is dropped from the
+        stream (it stays in the WAV) and recorded in ``session.gaps``.
+    catchup_rate : float
+        How much faster than real time buffered audio is sent after a reconnect.
+    rollover_seconds : float
+        Open the next server session this long before the current one expires (3 hours),
+        and end the old one, so long sessions go on without a gap.
     **param_kwargs
         Connection parameters by name (see `StreamingParams`).
     """
@@ -112,6 +129,10 @@ class Transcriber:
         frame_ms: int = 50,
         connect_timeout: float = 10.0,
         terminate_timeout: float = 5.0,
+        reconnect: bool = True,
+        buffer_seconds: float = 60.0,
+        catchup_rate: float = 1.2,
+        rollover_seconds: float = 60.0,
         **param_kwargs: Any,
     ) -> None:
         if params is not None and param_kwargs:
@@ -137,9 +158,24 @@ class Transcriber:
         self._finished = threading.Event()
         self._pump: threading.Thread | None = None
         self._t0 = 0.0
+        self.reconnect = reconnect
+        self.buffer_seconds = buffer_seconds
+        self.catchup_rate = catchup_rate
+        self.rollover_seconds = rollover_seconds
+        self.reconnects = 0
         self._first_sent: float | None = None
         self._level = -120.0
-        self._lock = threading.Lock()
+        self._frames = 0  # frames captured: the next one starts at _frames * frame_ms
+        self._unsent: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._unconfirmed: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._confirmed_ms = 0  # the timeline up to here is covered by final turns
+        self._seg_t0 = 0.0
+        self._seg_sent_ms = 0
+        self._bytes_sent = 0
+        self._attempt = 0
+        self._next_attempt = 0.0
+        self._gap: list[int] | None = None
+        self._journal: Journal | None = None
 
     def __repr__(self) -> str:
         return (
@@ -201,17 +237,8 @@ class Transcriber:
         self._t0 = time.monotonic()
         self.state = "connecting"
         try:
-            url = self._resolve_url()
-            self.client = StreamingClient(
-                url,
-                self.params,
-                api_key=None if self.uses_local_server else self._api_key,
-                token=None if self.uses_local_server else self._token,
-                on_event=self._on_event,
-                connect_timeout=self.connect_timeout,
-                terminate_timeout=self.terminate_timeout,
-            )
-            self.client.connect()
+            self._url = self._resolve_url()
+            self._connect()
         except BaseException as exc:
             self.state = "error"
             self._stop_local_server()
@@ -226,6 +253,10 @@ class Transcriber:
             params=self.params.to_dict(),
             audio_file=str(self._wav_path),
         )
+        self._journal = Journal(folder / JOURNAL_NAME)
+        self._journal.meta(**self.session.metadata)
+        for event in self.session.begins:
+            self._journal.event(event, 0, 0)
         opened = threading.Event()
         self._pump = threading.Thread(
             target=self._pump_main, args=(opened,), name="nbscribe-pump", daemon=True
@@ -249,8 +280,38 @@ class Transcriber:
             return self.local_server.url
         return self.url or DEFAULT_URL
 
-    def _on_event(self, event: Event) -> None:
-        self.session.apply(event)
+    def _connect(self, replay: bool = True) -> None:
+        """Open a server session; its time zero is the first audio it will get.
+
+        With `replay`, audio already sent but not yet covered by a final turn is sent again
+        (the server that had it is gone). Raises what `StreamingClient.connect` raises.
+        """
+        if replay and self._unconfirmed:
+            self._unsent.extendleft(reversed(self._unconfirmed))
+            self._unconfirmed.clear()
+        offset = self._unsent[0][0] if self._unsent else self._frames * self.frame_ms
+        segment = self.session.new_segment(offset)
+        client = StreamingClient(
+            self._url,
+            self.params,
+            api_key=None if self.uses_local_server else self._api_key,
+            token=None if self.uses_local_server else self._token,
+            on_event=functools.partial(self._on_event, segment=segment, offset_ms=offset),
+            connect_timeout=self.connect_timeout,
+            terminate_timeout=self.terminate_timeout,
+        )
+        client.connect()
+        self.client = client
+        self._seg_t0 = time.monotonic()
+        self._seg_sent_ms = 0
+        self._attempt = 0
+
+    def _on_event(self, event: Event, segment: int = 0, offset_ms: int = 0) -> None:
+        self.session.apply(event, segment, offset_ms)
+        if self._journal is not None:
+            self._journal.event(event, segment, offset_ms)
+        if isinstance(event, Turn) and event.end_of_turn and event.words:
+            self._confirmed_ms = max(self._confirmed_ms, offset_ms + event.words[-1].end)
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -258,8 +319,7 @@ class Transcriber:
                 logger.exception("a transcriber listener raised; carrying on")
 
     def _pump_main(self, opened: threading.Event) -> None:
-        source, client = self.source, self.client
-        assert client is not None
+        source = self.source
         wav: WavWriter | None = None
         try:
             try:
@@ -268,7 +328,8 @@ class Transcriber:
             except NbscribeError as exc:
                 self.error = exc
                 self.state = "error"
-                client.close(terminate=False)
+                if self.client is not None:
+                    self.client.close(terminate=False)
                 return
             finally:
                 opened.set()
@@ -276,23 +337,22 @@ class Transcriber:
                              self.frame_ms)
             wav = WavWriter(self._wav_path, self.params.sample_rate)
             while not self._stop.is_set():
-                block = source.read(timeout=0.1)
-                if block is None:
-                    if source.finished:
-                        break
-                    continue
-                self._send(conv.push(block), wav, client)
-                self._level = conv.level
-                if client.error is not None:
+                block = source.read(timeout=0.02 if self._unsent else 0.1)
+                if block is not None:
+                    for frame in conv.push(block):
+                        self._capture(frame, wav)
+                    self._level = conv.level
+                elif source.finished:
+                    break
+                if not self._service():
                     break
             if source.error:
                 logger.warning("%s", source.error)
                 self.error = self.error or StreamError(source.error)
             source.close()
-            if client.error is None:
-                self._send(conv.flush(), wav, client)
-        except StreamError as exc:
-            self.error = self.error or exc
+            for frame in conv.flush():
+                self._capture(frame, wav)
+            self._drain()
         except Exception as exc:
             logger.exception("the audio pump failed")
             self.error = self.error or StreamError(f"the audio pump failed: {exc!r}")
@@ -300,27 +360,147 @@ class Transcriber:
             source.close()
             if wav is not None:
                 wav.close()
-            client.close(terminate=client.error is None)
-            if client.error is not None:
-                self.error = self.error or client.error
+            self._close_gap()
+            client = self.client
+            if client is not None:
+                client.close(terminate=client.error is None)
+                lost = self._unsent or self._unconfirmed or not self._recoverable(client)
+                if self.error is None and client.error is not None and lost:
+                    self.error = client.error
+            if self._journal is not None:
+                self._journal.close()
             self.state = "error" if self.error else "stopped"
             self._finished.set()
 
-    def _send(self, frames: list[bytes], wav: WavWriter, client: StreamingClient) -> None:
+    def _capture(self, frame: bytes, wav: WavWriter) -> None:
+        wav.write(frame)  # to disk first: nothing captured is lost
+        self._unsent.append((self._frames * self.frame_ms, frame))
+        self._frames += 1
+        self.session.audio_seconds = wav.seconds
+        while len(self._unsent) * self.frame_ms > self.buffer_seconds * 1000:
+            pos, _ = self._unsent.popleft()  # too long without a connection: a gap
+            if self._gap is not None and self._gap[1] == pos:
+                self._gap[1] = pos + self.frame_ms
+            else:
+                self._close_gap()
+                self._gap = [pos, pos + self.frame_ms]
+
+    def _close_gap(self) -> None:
+        if self._gap is None:
+            return
+        start, end = self._gap[0] / 1000, self._gap[1] / 1000
+        self._gap = None
+        self.session.gaps.append((start, end))
+        if self._journal is not None:
+            self._journal.gap(start, end, "no connection for longer than buffer_seconds")
+        logger.warning("audio from %.1f s to %.1f s could not be sent (kept in the WAV)",
+                       start, end)
+
+    def _recoverable(self, client: StreamingClient) -> bool:
+        if client.error is None:
+            return client.termination is not None or self._stop.is_set()
+        return self.reconnect and is_retryable(client.error.code)
+
+    def _service(self) -> bool:
+        """Keep a connection and send what pacing allows; return False to end the session."""
+        client = self.client
+        if client is not None and not client.connected:
+            if not self._recoverable(client) or not self.reconnect:
+                self.error = self.error or client.error or StreamError(
+                    "the service ended the session")
+                return False
+            client.close(terminate=False)
+            self.client = None
+            self.reconnects += 1
+            self.state = "reconnecting"
+            buffered = (len(self._unsent) + len(self._unconfirmed)) * self.frame_ms / 1000
+            logger.warning("connection lost (%s); reconnecting, %.1f s of audio to send again",
+                           client.error or "closed", buffered)
+        if self.client is None:
+            if time.monotonic() < self._next_attempt:
+                return True
+            try:
+                self._connect()
+            except (AuthError, ConfigError) as exc:
+                self.error = exc
+                return False
+            except ConnectError as exc:
+                if exc.code is not None and not is_retryable(exc.code):
+                    self.error = exc
+                    return False
+                self._attempt += 1
+                delay = min(10.0, 0.5 * 2 ** (self._attempt - 1))
+                self._next_attempt = time.monotonic() + delay
+                logger.warning("reconnect failed (%s); next try in %.1f s", exc, delay)
+                return True
+            self._close_gap()
+            self.state = "streaming"
+        begin = self.client.begin
+        if (begin is not None and begin.expires_at
+                and time.time() > begin.expires_at - self.rollover_seconds):
+            self._rollover()
+        self._send_paced()
+        return True
+
+    def _rollover(self) -> None:
+        old = self.client
+        assert old is not None
+        try:
+            self._connect(replay=False)  # the old session finalises what it has
+        except NbscribeError as exc:
+            self.client = old
+            logger.warning("could not open the next session before expiry: %s", exc)
+            return
+        logger.info("rolled over to a new server session before the old one expired")
+        old.close(terminate=True)
+
+    def _send_paced(self) -> None:
+        client = self.client
+        if client is None:
+            return
         paced = getattr(self.source, "realtime", True)
-        for frame in frames:
+        backlog = len(self._unsent) * self.frame_ms > 1000
+        rate = self.catchup_rate if backlog else 1.0
+        while self._unsent:
+            if self._seg_sent_ms == 0:
+                self._seg_t0 = time.monotonic()  # a server session's clock starts with its audio
+            # Never ahead of real time (faster only to catch up after a reconnect): frame i of
+            # a server session leaves no earlier than i frame-durations after its first one.
+            if paced and self._seg_sent_ms > (time.monotonic() - self._seg_t0) * 1000 * rate:
+                break
+            pos, frame = self._unsent[0]
+            try:
+                client.send_audio(frame)
+            except StreamError:
+                return  # the next round notices the closed connection
             if self._first_sent is None:
                 self._first_sent = time.monotonic()
-            if paced:
-                # Never ahead of real time, even for the resampler's tail at the end: frame i
-                # leaves no earlier than i frame-durations after the first one.
-                wait = self._first_sent + wav.seconds - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            wav.write(frame)  # to disk first: nothing captured is lost
-            if client.error is None:
-                client.send_audio(frame)
-        self.session.audio_seconds = wav.seconds
+            self._unsent.popleft()
+            self._unconfirmed.append((pos, frame))
+            self._seg_sent_ms += self.frame_ms
+            self._bytes_sent += len(frame)
+        # Keep for a replay only what no final turn covers yet (and at most 30 s).
+        keep = 30_000 // self.frame_ms
+        while self._unconfirmed and (
+            self._unconfirmed[0][0] + self.frame_ms <= self._confirmed_ms
+            or len(self._unconfirmed) > keep
+        ):
+            self._unconfirmed.popleft()
+
+    def _drain(self) -> None:
+        """Send what is left after the source ended, through reconnects (bounded)."""
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            client = self.client
+            dead = client is None or not client.connected
+            if not self._unsent and not (dead and self._unconfirmed):
+                break
+            if not self._service():
+                return
+            time.sleep(0.01)
+        if self._unsent:
+            logger.warning("%.1f s of audio could not be sent before stopping",
+                           len(self._unsent) * self.frame_ms / 1000)
 
     # -- stopping -----------------------------------------------------------------------------
 
@@ -363,12 +543,11 @@ class Transcriber:
 
     def stats(self) -> Stats:
         """Return a snapshot of progress (safe to call from any thread)."""
-        client = self.client
         return Stats(
             state=self.state,
             elapsed=time.monotonic() - self._t0 if self._t0 else 0.0,
             audio_seconds=self.session.audio_seconds,
-            bytes_sent=client.bytes_sent if client else 0,
+            bytes_sent=self._bytes_sent,
             level_dbfs=self._level,
             overflows=getattr(self.source, "overflows", 0),
         )

@@ -41,8 +41,8 @@ def test_transcribe_a_file_writes_every_output(tmp_path, samples_dir):
     assert res.stdout.splitlines() == ["[00:00.30] A: Ever tried.", "[00:01.50] A: Ever failed."]
     assert KEY not in res.stdout + res.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "audio.wav", "session.json", "transcript.srt", "transcript.vtt", "turns.csv",
-        "words.csv"]
+        "audio.wav", "events.jsonl", "session.json", "transcript.srt", "transcript.vtt",
+        "turns.csv", "words.csv"]
     rows = list(csv.DictReader(open(out / "turns.csv")))
     assert [r["text"] for r in rows] == ["Ever tried.", "Ever failed."]
     assert {"turn_order", "start", "end", "text", "speaker"} <= set(rows[0])

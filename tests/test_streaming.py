@@ -205,17 +205,19 @@ def test_unreachable_server_says_what_to_check():
 
 
 @pytest.mark.parametrize(
-    ("code", "text", "match"),
+    ("code", "text", "match", "reconnect"),
     [
-        (3005, "Session Cancelled: An error occurred", "start a new session"),
-        (3007, "Input Duration Error: Input Duration Violation: 25.0 ms", "50-1000 ms"),
-        (3006, "Invalid Message Type: foo", "invalid"),
+        (3007, "Input Duration Error: Input Duration Violation: 25.0 ms", "50-1000 ms", True),
+        (3006, "Invalid Message Type: foo", "invalid", True),
+        (3005, "Session Cancelled: An error occurred", "start a new session", False),
     ],
 )
-def test_server_error_mid_stream_keeps_what_was_said(code, text, match):
+def test_server_error_mid_stream_keeps_what_was_said(code, text, match, reconnect):
+    """Errors a retry cannot fix (or any error, without reconnect) end the session."""
     before = [turn(0, [word("Kept.", 0, 300)], True, True)]
     with ScriptedServer(fail_after(code, text, after_audio_bytes=6400, before=before)) as server:
-        tr = run(server, 2.0, realtime=True)
+        tr = run(server, 2.0, realtime=True, reconnect=reconnect)
+    assert len(server.sessions) == 1  # no retry
     assert tr.error is not None and tr.error.code == code
     assert match in str(tr.error)
     assert list(tr.session.turns.text) == ["Kept."]
