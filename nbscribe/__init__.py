@@ -42,6 +42,7 @@ from .events import (
     WarningEvent,
     Word,
 )
+from .journal import load_session
 from .params import StreamingParams
 from .routing import RoutingReport, check_routing
 from .session import Session
@@ -86,6 +87,7 @@ __all__ = [
     "create_temporary_token",
     "find_device",
     "list_devices",
+    "load_session",
     "loopback_setup_hint",
     "sample",
 ]

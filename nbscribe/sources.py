@@ -206,6 +206,9 @@ class DeviceSource:
         Upper bound on the channels opened by default.
     queue_seconds : float
         How much audio may wait in the queue before blocks are dropped (and counted).
+    stall_seconds : float
+        Once audio has flowed, this long without a block ends the capture with an error that
+        says the device stopped (unplugged, or taken by another app).
     """
 
     def __init__(
@@ -216,6 +219,7 @@ class DeviceSource:
         block_ms: int = 50,
         max_channels: int = 2,
         queue_seconds: float = 30.0,
+        stall_seconds: float = 5.0,
     ) -> None:
         self.info: DeviceInfo = find_device(device)
         self.samplerate = int(samplerate or self.info.samplerate)
@@ -229,6 +233,8 @@ class DeviceSource:
             maxsize=max(4, int(queue_seconds * 1000 / block_ms))
         )
         self._stream = None
+        self.stall_seconds = stall_seconds
+        self._last_block: float | None = None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         # PortAudio's thread: copy and return; never block, never log here.
@@ -283,16 +289,25 @@ class DeviceSource:
     def _on_finished(self) -> None:
         # Called by PortAudio when the stream ends, including when the device disappears.
         if self._stream is not None and not getattr(self, "_closing", False):
-            self.error = f"the device {self.info.name} stopped delivering audio (disconnected?)"
+            self.error = (f"the device {self.info.name} stopped delivering audio (unplugged, or "
+                          "taken by another app?). Everything captured until then is kept.")
 
     def read(self, timeout: float) -> np.ndarray | None:
         """Return the next captured block, or ``None`` after `timeout` seconds without one."""
         try:
-            return self._queue.get(timeout=timeout)
+            block = self._queue.get(timeout=timeout)
         except queue.Empty:
+            now = time.monotonic()
+            if (not self.error and self._last_block is not None
+                    and now - self._last_block > self.stall_seconds):
+                self.error = (f"the device {self.info.name} stopped delivering audio: none for "
+                              f"{self.stall_seconds:g} s (unplugged, or taken by another app?). "
+                              "Everything captured until then is kept.")
             if self.error and self._queue.empty():
                 self.finished = True
             return None
+        self._last_block = time.monotonic()
+        return block
 
     def close(self) -> None:
         """Stop and close the stream (idempotent). Call it from the thread that reads."""

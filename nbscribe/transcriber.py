@@ -84,8 +84,10 @@ class Transcriber:
         ``ASSEMBLYAI_API_KEY``, else nbscribe's local server, started in-process.
     api_key : str, optional
         AssemblyAI key (default ``$ASSEMBLYAI_API_KEY``). Never shown or stored.
-    token : str, optional
-        A temporary token instead of a key.
+    token : str or callable, optional
+        A temporary token instead of a key. Tokens are single-use: pass a function that
+        returns a new one (e.g. ``lambda: create_temporary_token(expires_in_seconds=60)``,
+        run where the key lives) so that reconnects and rollovers get a token each.
     local : bool, optional
         ``True`` forces the local server even when a key is configured.
     params : StreamingParams, optional
@@ -122,7 +124,7 @@ class Transcriber:
         *,
         url: str | None = None,
         api_key: str | None = None,
-        token: str | None = None,
+        token: str | Callable[[], str] | None = None,
         local: bool | None = None,
         params: StreamingParams | None = None,
         out_dir: str | Path | None = None,
@@ -295,7 +297,7 @@ class Transcriber:
             self._url,
             self.params,
             api_key=None if self.uses_local_server else self._api_key,
-            token=None if self.uses_local_server else self._token,
+            token=None if self.uses_local_server else self._next_token(),
             on_event=functools.partial(self._on_event, segment=segment, offset_ms=offset),
             connect_timeout=self.connect_timeout,
             terminate_timeout=self.terminate_timeout,
@@ -305,6 +307,15 @@ class Transcriber:
         self._seg_t0 = time.monotonic()
         self._seg_sent_ms = 0
         self._attempt = 0
+
+    def _next_token(self) -> str | None:
+        token = self._token
+        if callable(token):
+            return token()
+        if token and self.session.begins:
+            logger.warning("reconnecting with the same temporary token, which the service "
+                           "may refuse (tokens are single-use): pass token=<a function>")
+        return token
 
     def _on_event(self, event: Event, segment: int = 0, offset_ms: int = 0) -> None:
         self.session.apply(event, segment, offset_ms)

@@ -238,3 +238,57 @@ def test_the_key_never_appears_in_any_output(tmp_path, caplog):
                           str(tmp_path / "audio.wav"), "--url", "ws://127.0.0.1:9",
                           "--api-key", KEY], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and KEY not in res.stdout + res.stderr
+
+
+@pytest.mark.loopback
+def test_a_device_that_stops_ends_the_capture_and_keeps_everything(pulse, tmp_path):
+    from nbscribe import DeviceSource
+
+    from .scripted_server import replay
+
+    src = DeviceSource("loopback.monitor", stall_seconds=1.0)
+    player = pulse.play(str(__import__("nbscribe").sample("endgame_nagg_nell")))
+    msgs = [turn(0, [word("Kept.", 0, 300)], True, True)]
+    with ScriptedServer(replay(msgs, after_audio_bytes=1600)) as server:
+        tr = Transcriber(src, url=server.url, api_key=KEY, out_dir=tmp_path)
+        tr.start()
+        deadline = time.monotonic() + 20
+        while tr.session.audio_seconds < 1.0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        src._stream.stop()  # PortAudio stops delivering, as when a device goes away
+        assert tr.wait(20)
+        session = tr.stop()
+    player.kill()
+    assert tr.error is not None
+    assert "loopback.monitor stopped delivering audio" in str(tr.error)
+    assert "Everything captured until then is kept" in str(tr.error)
+    assert list(session.turns.text) == ["Kept."]
+    assert server.sessions[0].control_types == ["Terminate"]  # ended cleanly
+    import soundfile as sf
+
+    assert sf.info(tmp_path / "audio.wav").duration >= 1.0
+
+
+@pytest.mark.loopback
+def test_a_stalled_device_is_noticed(pulse):
+    from nbscribe import DeviceSource
+
+    src = DeviceSource("loopback.monitor", stall_seconds=0.3)
+    src._last_block = time.monotonic() - 1.0  # audio flowed, then nothing for a second
+    assert src.read(0.05) is None
+    assert src.finished and "none for 0.3 s" in src.error
+
+
+def test_a_token_factory_gives_each_connection_its_own_token():
+    tokens = iter(f"token-{i}" for i in range(10))
+    server_script = Numbered([("drop", 12), ("ok",)])
+    with ScriptedServer(server_script) as server:
+        tr = Transcriber(ArraySource(numbered_audio(40), 16000, realtime=True), url=server.url,
+                         token=lambda: next(tokens))
+        tr.start()
+        assert tr.wait(30)
+        tr.stop()
+    assert tr.error is None
+    assert [s.query["token"] for s in server.sessions] == [["token-0"], ["token-1"]]
+    assert all("Authorization" not in s.headers for s in server.sessions)
