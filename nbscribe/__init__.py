@@ -43,6 +43,7 @@ from .events import (
     Word,
 )
 from .journal import load_session
+from .multi import MultiSession, MultiTranscriber
 from .params import StreamingParams
 from .routing import RoutingReport, check_routing
 from .session import Session
@@ -65,6 +66,8 @@ __all__ = [
     "ErrorEvent",
     "Event",
     "FileSource",
+    "MultiSession",
+    "MultiTranscriber",
     "NbscribeError",
     "Panel",
     "PortAudioMissingError",

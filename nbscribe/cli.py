@@ -110,10 +110,13 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from .sources import DeviceSource, FileSource
     from .transcriber import Transcriber
 
+    if args.device and len(args.device) > 1:
+        return _transcribe_many(args)
     if args.file:
         source = FileSource(args.file, realtime=not args.fast, block_ms=args.frame_ms)
     else:
-        source = DeviceSource(args.device, samplerate=args.samplerate, channels=args.channels)
+        source = DeviceSource(args.device[0], samplerate=args.samplerate,
+                              channels=args.channels)
     tr = Transcriber(
         source,
         url=args.url,
@@ -152,6 +155,53 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transcribe_many(args: argparse.Namespace) -> int:
+    from .multi import MultiTranscriber
+    from .sources import DeviceSource
+
+    if len(args.device) > 2:
+        raise NbscribeError("give --device at most twice: your microphone, then the loopback")
+    names = ("you", "others")
+    sources = {n: DeviceSource(d, samplerate=args.samplerate, channels=args.channels)
+               for n, d in zip(names, args.device, strict=True)}
+    multi = MultiTranscriber(sources, url=args.url, api_key=args.api_key, token=args.token,
+                             local=True if args.local else None, out_dir=args.out,
+                             frame_ms=args.frame_ms, **_params_from(args))
+    lock = threading.Lock()
+
+    def show(name: str, event: Event) -> None:
+        if isinstance(event, Turn) and event.end_of_turn:
+            start = event.words[0].start / 1000 if event.words else 0.0
+            with lock:
+                print(f"[{name:>6} {int(start // 60):02d}:{start % 60:05.2f}] {event.transcript}",
+                      flush=True)
+
+    multi.on(show)
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        multi.start()
+        print("nbscribe: transcribing " + " and ".join(
+            f"{n} ({s.description})" for n, s in sources.items()) + "; Ctrl+C stops.",
+            file=sys.stderr)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while not interrupted.is_set() and not (deadline and time.monotonic() >= deadline):
+            if multi.wait(0.1):
+                break
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        session = multi.stop()
+    if args.out:
+        session.save(args.out)
+        print(f"nbscribe: {len(session)} turns; wrote {os.path.normpath(args.out)}/ "
+              "(turns.csv, words.csv with a source column; one folder per source)",
+              file=sys.stderr)
+    errors = multi.errors
+    if errors:
+        raise next(iter(errors.values()))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .server.app import ServerConfig, serve_forever
 
@@ -184,8 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="transcribe a device or a file live")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", metavar="PATH", help="an audio file (WAV, FLAC, OGG, MP3 ...)")
-    src.add_argument("--device", metavar="NAME", help="an input device name, part of one, or "
-                     "an index (see `nbscribe devices`)")
+    src.add_argument("--device", metavar="NAME", action="append",
+                     help="an input device name, part of one, or an index (see `nbscribe "
+                     "devices`); give it twice, microphone first, to transcribe 'you' and "
+                     "'others' (system audio) as two sources on one timeline")
     p.add_argument("--out", metavar="DIR", help="write audio.wav, turns.csv, words.csv, "
                    "session.json, transcript.srt, transcript.vtt and the event journal "
                    "(events.jsonl) here")

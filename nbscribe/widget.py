@@ -140,6 +140,8 @@ class Panel:
         self.device = W.Dropdown(description="Device", layout=W.Layout(width="420px"))
         self.refresh_button = W.Button(icon="refresh", tooltip="Refresh devices",
                                        layout=W.Layout(width="40px"))
+        self.mic = W.Dropdown(description="+ You (mic)", layout=W.Layout(width="420px"),
+                              tooltip="also transcribe your microphone as a second source")
         self.file = W.Text(value=str(file or sample("endgame_nagg_nell")), description="File",
                            layout=W.Layout(width="460px"))
         self.source_kind = W.ToggleButtons(options=[("Device", "device"), ("File", "file")],
@@ -194,7 +196,7 @@ class Panel:
         self.widget = W.VBox([
             W.HTML(_CSS),
             W.HBox([self.source_kind]),
-            W.HBox([self.device, self.refresh_button]), self.file, self.hint,
+            W.HBox([self.device, self.refresh_button]), self.mic, self.file, self.hint,
             self.service, W.HBox([self.key, self.key_status]),
             W.HBox([self.model, self.speaker_labels]), self.keyterms, self.max_silence,
             W.HBox([self.start_button, self.stop_button, self.level]),
@@ -223,6 +225,10 @@ class Panel:
         self.device.options = [
             (f"{'🔁 ' if d.is_loopback else ''}{d.name} ({d.hostapi})", d.name) for d in devices
         ]
+        self.mic.options = [("none: only the device above", "")] + [
+            (f"{d.name} ({d.hostapi})", d.name) for d in devices if not d.is_loopback
+        ] + [(f"🔁 {d.name} ({d.hostapi})", d.name) for d in devices if d.is_loopback]
+        self.mic.value = ""
         if preselect is not None:
             match = [d.name for d in devices if preselect.lower() in d.name.lower()]
             if match:
@@ -239,6 +245,7 @@ class Panel:
         self.file.layout.display = None if is_file else "none"
         self.device.layout.display = "none" if is_file else None
         self.refresh_button.layout.display = "none" if is_file else None
+        self.mic.layout.display = "none" if is_file else None
 
     def _show_service(self) -> None:
         cloud = self.service.value == "assemblyai"
@@ -272,7 +279,10 @@ class Panel:
         except (NbscribeError, ValueError) as exc:
             self.error.value = f"<span class='nbs-err'>{html.escape(str(exc))}</span>"
             return
-        self.transcriber.on(self._on_event)
+        if hasattr(self.transcriber, "transcribers"):
+            self.transcriber.on(self._on_event, with_source=False)
+        else:
+            self.transcriber.on(self._on_event)
         self._stop.clear()
         self._version += 1
         self.start_button.disabled = True
@@ -289,6 +299,10 @@ class Panel:
             if not self.device.value:
                 raise NbscribeError("no input device selected. " + loopback_setup_hint())
             source = DeviceSource(self.device.value)
+            if self.mic.value:
+                if self.mic.value == self.device.value:
+                    raise NbscribeError("choose a different device for 'You' (your microphone)")
+                source = {"you": DeviceSource(self.mic.value), "others": source}
         params: dict[str, Any] = {"max_turn_silence": int(self.max_silence.value)}
         terms = [t.strip() for t in self.keyterms.value.split(",") if t.strip()]
         if terms:
@@ -301,9 +315,17 @@ class Panel:
                 raise NbscribeError("AssemblyAI needs an API key: set ASSEMBLYAI_API_KEY or "
                                     "paste it into the API key box (or choose Local)")
             params.pop("min_turn_silence")
-            return Transcriber(source, api_key=self._api_key, speech_model=self.model.value,
-                               **params)
-        return Transcriber(source, url=self._url or _LOCAL, **params)
+            return self._runner(source, api_key=self._api_key, speech_model=self.model.value,
+                                **params)
+        return self._runner(source, url=self._url or _LOCAL, **params)
+
+    @staticmethod
+    def _runner(source: Any, **kwargs: Any) -> Any:
+        if isinstance(source, dict):  # "You vs Others": one session per source
+            from .multi import MultiTranscriber
+
+            return MultiTranscriber(source, **kwargs)
+        return Transcriber(source, **kwargs)
 
     def _ensure_local_server(self) -> str:
         if self._url:
@@ -336,13 +358,14 @@ class Panel:
             shown = self._refresh(shown)
             if tr.wait(0):
                 break
+        failure = None
         try:
             tr.stop()
         except Exception as exc:  # pragma: no cover - stop() keeps errors on the session
             logger.exception("stopping the session failed")
-            tr.error = tr.error or NbscribeError(str(exc))
+            failure = str(exc)
         self._refresh(-1)  # the final state is always flushed
-        self._finish(str(tr.error) if tr.error else None)
+        self._finish(str(tr.error) if tr.error else failure)
 
     def _finish(self, error: str | None) -> None:
         tr = self.transcriber
@@ -385,7 +408,8 @@ class Panel:
             rows.append(f"<div class='nbs-more'><i>{hidden} earlier turns: see "
                         "panel.turns</i></div>")
         for r in records:
-            who = f"<span class='nbs-spk'>{html.escape(r.speaker)}</span> " if r.speaker else ""
+            label = " · ".join(x for x in (getattr(r, "source", None), r.speaker) if x)
+            who = f"<span class='nbs-spk'>{html.escape(label)}</span> " if label else ""
             rows.append(f"<div class='nbs-turn'><span class='nbs-time'>{_clock(r.start)}"
                         f"</span> {who}{html.escape(r.turn.transcript)}</div>")
         return "\n".join(rows) or "<i>No turns yet.</i>"
@@ -449,7 +473,14 @@ class Panel:
             formats.append("parquet")
         except ImportError:
             pass
-        self.session.save(str(out), tuple(formats))
+        session = self.session
+        if hasattr(session, "sessions"):  # You vs Others: merged files + a folder per source
+            session.save(out)
+            for name, tr in self.transcriber.transcribers.items():
+                if tr.audio_path is not None and tr.audio_path.exists():
+                    shutil.copyfile(tr.audio_path, out / name / "audio.wav")
+            return out
+        session.save(str(out), tuple(formats))
         audio = self.transcriber.audio_path if self.transcriber else None
         target = out / "audio.wav"
         if audio is not None and audio.exists() and audio.resolve() != target.resolve():

@@ -193,3 +193,30 @@ def test_panel_with_the_local_engine(panel, whisper_model):
     text = " ".join(p.turns.text).lower()
     assert "tried" in text and "fail better" in text
     assert "fail better" in p.turns_view.value.lower()
+
+
+@pytest.mark.loopback
+@pytest.mark.engine
+def test_you_and_others_in_the_panel(pulse, espeak_wav, whisper_model, tmp_path):
+    from nbscribe.server import LocalServer, ServerConfig
+
+    you = espeak_wav("Can everyone hear me clearly on the call?", "panel_you")
+    with LocalServer(ServerConfig(port=0), engine=whisper_model) as server:
+        p = Panel(url=server.url, source="device", device="loopback.monitor")
+        try:
+            assert p.device.value == "loopback.monitor"
+            p.mic.value = "second.monitor"
+            p.start()
+            assert wait_for(lambda: p.transcriber.state == "streaming", 20)
+            threading.Timer(0.3, lambda: pulse.play(you, sink="second")).start()
+            assert wait_for(lambda: "call" in p.turns_view.value.lower(), 30)
+            assert "you" in p.turns_view.value
+            p.stop()
+            turns = p.turns
+            assert set(turns.source) == {"you"}
+            assert "hear me" in " ".join(turns.text).lower()
+            out = p.save(tmp_path / "saved")
+            assert (out / "turns.csv").exists() and (out / "you" / "audio.wav").exists()
+            assert (out / "others" / "audio.wav").exists()
+        finally:
+            p.close()

@@ -1,0 +1,254 @@
+"""Several sources at once, e.g. "You" (the microphone) and "Others" (system audio).
+
+The service transcribes mono audio, so each source gets its own `Transcriber` and its own server
+session; `MultiSession` merges them into one set of DataFrames with a ``source`` column beside
+``speaker``, on one timeline: time zero is the moment the first source sent its first audio, and
+every source's times are shifted by how much later it started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .session import Session, TurnRecord
+from .sources import AudioSource
+from .transcriber import Stats, Transcriber
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["MultiSession", "MultiTranscriber"]
+
+logger = logging.getLogger(__name__)
+
+
+class MultiSession:
+    """The sessions of several sources, merged on one timeline.
+
+    Parameters
+    ----------
+    sessions : mapping of str to Session
+        One session per source name.
+    offsets : mapping of str to float
+        Seconds to add to each source's times (when it started after the first one).
+    """
+
+    def __init__(self, sessions: Mapping[str, Session], offsets: Mapping[str, float]) -> None:
+        self.sessions = dict(sessions)
+        self.offsets = dict(offsets)
+
+    def _merge(self, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        import pandas as pd
+
+        parts = []
+        for name, frame in frames.items():
+            frame = frame.copy()
+            shift = self.offsets.get(name, 0.0)
+            frame["start"] = (frame["start"] + shift).round(3)
+            frame["end"] = (frame["end"] + shift).round(3)
+            frame.insert(0, "source", pd.array([name] * len(frame), dtype="string"))
+            parts.append(frame)
+        merged = pd.concat(parts, ignore_index=True)
+        return merged.sort_values(["start", "source"], kind="stable").reset_index(drop=True)
+
+    @property
+    def turns(self) -> pd.DataFrame:
+        """Final turns of every source: ``source``, ``speaker``, ``start``, ``end``, ``text`` ..."""
+        return self._merge({n: s.turns for n, s in self.sessions.items()})
+
+    @property
+    def words(self) -> pd.DataFrame:
+        """Words of every source, with ``source``, on the common timeline."""
+        return self._merge({n: s.words for n, s in self.sessions.items()})
+
+    @property
+    def text(self) -> str:
+        """The merged transcript, one ``source: text`` line per turn."""
+        return "\n".join(f"{r.source}: {r.text}" for r in self.turns.itertuples())
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sessions.values())
+
+    def latest(self, n: int) -> list[TurnRecord]:
+        """Return the last `n` final turns of all sources on the common timeline.
+
+        For live views; each record's ``source`` attribute names its source.
+        """
+        recs = []
+        for name, session in self.sessions.items():
+            shift = round(self.offsets.get(name, 0.0) * 1000)
+            for r in session.latest(n):
+                rec = dataclasses.replace(r, offset_ms=r.offset_ms + shift)
+                rec.source = name  # type: ignore[attr-defined]
+                recs.append(rec)
+        recs.sort(key=lambda r: (r.start is None, r.start or 0.0))
+        return recs[-n:] if n > 0 else []
+
+    @property
+    def partial(self) -> TurnRecord | None:
+        """The most recent turn still being spoken, of any source."""
+        open_turns = [p for p in (s.partial for s in self.sessions.values()) if p is not None]
+        return max(open_turns, key=lambda r: r.updated_at, default=None)
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``turns.csv`` and ``words.csv`` (merged) and each source's files in a subfolder."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.turns.to_csv(out / "turns.csv", index=False)
+        self.words.to_csv(out / "words.csv", index=False)
+        for name, session in self.sessions.items():
+            session.save(str(out / name))
+        return out
+
+
+class MultiTranscriber:
+    """Transcribe several sources at once, one server session each, merged in `session`.
+
+    Parameters
+    ----------
+    sources : mapping of str to AudioSource
+        For example ``{"you": DeviceSource("MacBook Pro Microphone"),
+        "others": DeviceSource("BlackHole 2ch")}``. The names become the ``source`` column.
+    out_dir : str or Path, optional
+        Each source writes its audio, journal and exports into ``out_dir/<name>``.
+    **kwargs
+        Passed to every `Transcriber` (``api_key``, ``url``, ``speech_model``, ``keyterms_prompt``
+        ...). Without a key or URL, one local server is started and shared.
+    """
+
+    def __init__(self, sources: Mapping[str, AudioSource], *,
+                 out_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        if len(sources) < 1:
+            raise ConfigError("give at least one source, e.g. {'you': mic, 'others': loopback}")
+        bad = [n for n in sources if not n or "/" in n or n in (".", "..")]
+        if bad:
+            raise ConfigError(f"source names must be plain words, got {bad}")
+        self.out_dir = Path(out_dir) if out_dir else None
+        self._kwargs = kwargs
+        self.local_server: Any = None
+        self.transcribers = {
+            name: Transcriber(src, out_dir=self.out_dir / name if self.out_dir else None,
+                              **kwargs)
+            for name, src in sources.items()
+        }
+
+    def on(self, listener: Callable[..., None], with_source: bool = True) -> None:
+        """Call ``listener(source_name, event)`` for every event of every source.
+
+        With ``with_source=False`` the listener is called as ``listener(event)``.
+        """
+        for name, tr in self.transcribers.items():
+            if with_source:
+                tr.on(lambda event, name=name: listener(name, event))
+            else:
+                tr.on(listener)
+
+    def start(self) -> MultiTranscriber:
+        """Start every source; if one cannot start, stop the others and raise its error."""
+        first = next(iter(self.transcribers.values()))
+        if first.uses_local_server and first.url is None:
+            from .server.embedded import start_local_server
+
+            self.local_server = start_local_server(
+                fast=not getattr(first.source, "realtime", True))
+            for tr in self.transcribers.values():
+                tr.url = self.local_server.url
+                tr._local_requested = False
+        started = []
+        try:
+            for tr in self.transcribers.values():
+                tr.start()
+                started.append(tr)
+        except BaseException:
+            for tr in started:
+                tr.stop()
+            self._stop_server()
+            raise
+        return self
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every source has ended (files) or `timeout`; return whether all have."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for tr in self.transcribers.values():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not tr.wait(left):
+                return False
+        return True
+
+    def stop(self) -> MultiSession:
+        """Stop every source (each sends its last audio and waits for its final turns)."""
+        for tr in self.transcribers.values():
+            tr.stop()
+        self._stop_server()
+        return self.session
+
+    def _stop_server(self) -> None:
+        server, self.local_server = self.local_server, None
+        if server is not None:
+            server.stop()
+
+    @property
+    def url(self) -> str | None:
+        """The service URL (the same for every source)."""
+        return next(iter(self.transcribers.values())).url
+
+    @url.setter
+    def url(self, value: str) -> None:
+        for tr in self.transcribers.values():
+            tr.url = value
+
+    @property
+    def state(self) -> str:
+        """``streaming`` while any source streams; ``error`` if one ended with an error."""
+        states = [tr.state for tr in self.transcribers.values()]
+        for state in ("error", "reconnecting", "connecting", "streaming", "stopping"):
+            if state in states:
+                return state
+        return states[0]
+
+    @property
+    def error(self) -> Exception | None:
+        """The first error that ended a source early, if any."""
+        return next(iter(self.errors.values()), None)
+
+    @property
+    def audio_path(self) -> None:
+        """Each source has its own WAV (``transcribers[name].audio_path``)."""
+        return None
+
+    def stats(self) -> Stats:
+        """Progress of all sources together (loudest level, summed audio and drops)."""
+        parts = [tr.stats() for tr in self.transcribers.values()]
+        return Stats(state=self.state, elapsed=max(p.elapsed for p in parts),
+                     audio_seconds=max(p.audio_seconds for p in parts),
+                     bytes_sent=sum(p.bytes_sent for p in parts),
+                     level_dbfs=max(p.level_dbfs for p in parts),
+                     overflows=sum(p.overflows for p in parts))
+
+    @property
+    def errors(self) -> dict[str, Exception]:
+        """The error that ended each source early, if any."""
+        return {n: tr.error for n, tr in self.transcribers.items() if tr.error is not None}
+
+    @property
+    def session(self) -> MultiSession:
+        """The merged session (live: it grows while the sources run)."""
+        starts = {n: tr.first_audio_at for n, tr in self.transcribers.items()}
+        known = [t for t in starts.values() if t is not None]
+        t0 = min(known) if known else 0.0
+        offsets = {n: (t - t0 if t is not None else 0.0) for n, t in starts.items()}
+        return MultiSession({n: tr.session for n, tr in self.transcribers.items()}, offsets)
+
+    def __enter__(self) -> MultiTranscriber:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
