@@ -144,8 +144,15 @@ class Panel:
                               tooltip="also transcribe your microphone as a second source")
         self.file = W.Text(value=str(file or sample("endgame_nagg_nell")), description="File",
                            layout=W.Layout(width="460px"))
-        self.source_kind = W.ToggleButtons(options=[("Device", "device"), ("File", "file")],
-                                           description="Source")
+        self.source_kind = W.ToggleButtons(
+            options=[("Device", "device"), ("File", "file"), ("Browser", "browser")],
+            description="Source",
+            tooltips=["a sound device of the kernel's machine", "an audio file",
+                      "your browser's microphone or a tab's audio (remote kernels)"])
+        self.browser_kind = W.Dropdown(
+            options=[("microphone", "mic"), ("a tab or screen, with its audio", "display")],
+            description="Capture", layout=W.Layout(width="330px"))
+        self.browser: Any = None  # the BrowserSource widget, made when first chosen
         self.hint = W.HTML()
         self.service = W.ToggleButtons(
             options=[("Local (offline)", "local"), ("AssemblyAI", "assemblyai")],
@@ -189,14 +196,17 @@ class Panel:
         self.key.observe(self._take_key, names="value")
         self.service.observe(lambda _: self._show_service(), names="value")
         self.source_kind.observe(lambda _: self._show_source(), names="value")
+        self._browser_box = W.HBox([self.browser_kind])
+        self.browser_kind.observe(self._browser_kind_changed, names="value")
         has_device = self.refresh_devices(preselect=device)
         self.source_kind.value = source or ("device" if has_device and device else "file")
-        self._show_source()
+        self._show_source()  # (again: the observer does not fire when the value is unchanged)
         self._show_service()
         self.widget = W.VBox([
             W.HTML(_CSS),
             W.HBox([self.source_kind]),
-            W.HBox([self.device, self.refresh_button]), self.mic, self.file, self.hint,
+            W.HBox([self.device, self.refresh_button]), self.mic, self.file,
+            self._browser_box, self.hint,
             self.service, W.HBox([self.key, self.key_status]),
             W.HBox([self.model, self.speaker_labels]), self.keyterms, self.max_silence,
             W.HBox([self.start_button, self.stop_button, self.level]),
@@ -240,12 +250,27 @@ class Panel:
             self.hint.value = ""
         return bool(devices)
 
+    def _browser_kind_changed(self, change: dict[str, Any]) -> None:
+        if self.browser is not None:
+            self.browser.kind = change["new"]
+
     def _show_source(self) -> None:
+        if self.source_kind.value == "browser" and self.browser is None:
+            try:
+                from .browser import BrowserSource
+            except ImportError:
+                self.hint.value = ("<span class='nbs-err'>the browser source needs anywidget: "
+                                   "pip install 'nbscribe[widget]'</span>")
+            else:
+                self.browser = BrowserSource(kind=self.browser_kind.value)
+                self._browser_box.children = (self.browser_kind, self.browser)
+        self._browser_box.layout.display = (
+            None if self.source_kind.value == "browser" else "none")
         is_file = self.source_kind.value == "file"
+        is_device = self.source_kind.value == "device"
         self.file.layout.display = None if is_file else "none"
-        self.device.layout.display = "none" if is_file else None
-        self.refresh_button.layout.display = "none" if is_file else None
-        self.mic.layout.display = "none" if is_file else None
+        for w in (self.device, self.refresh_button, self.mic, self.hint):
+            w.layout.display = None if is_device else "none"
 
     def _show_service(self) -> None:
         cloud = self.service.value == "assemblyai"
@@ -295,6 +320,11 @@ class Panel:
     def _make_transcriber(self) -> Transcriber:
         if self.source_kind.value == "file":
             source = FileSource(self.file.value.strip(), realtime=self.realtime)
+        elif self.source_kind.value == "browser":
+            if self.browser is None:
+                raise NbscribeError("the browser source needs anywidget: "
+                                    "pip install 'nbscribe[widget]'")
+            source = self.browser
         else:
             if not self.device.value:
                 raise NbscribeError("no input device selected. " + loopback_setup_hint())
@@ -441,6 +471,8 @@ class Panel:
         server, self._local_server = self._local_server, None
         if server is not None:
             server.stop()
+        if self.browser is not None:
+            self.browser.close_widget()
         self.widget.close()
         Panel._instances.discard(self)
 

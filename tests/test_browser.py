@@ -49,6 +49,13 @@ def jupyter(tmp_path_factory):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / "panel.ipynb")
+    for kind in ("mic", "display"):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            f"import nbscribe\npanel = nbscribe.Panel(source='browser')\n"
+            f"panel.browser_kind.value = {kind!r}\npanel")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nbformat.write(nb, root / f"browser_{kind}.ipynb")
     settings = home / "cfg/lab/user-settings/@jupyterlab/apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(
@@ -144,3 +151,43 @@ def test_live_transcript_appears_in_jupyterlab(jupyter, page, tmp_path):
     # nothing sensitive or broken in the page: the turns view holds escaped text only
     assert page.locator(".nbs-turns .nbs-turn").count() >= 1
 
+
+
+@pytest.mark.parametrize("kind", ["mic", "display"])
+def test_browser_capture_is_transcribed(jupyter, espeak_wav, tmp_path, kind):
+    """The browser as the source: Chromium's fake capture device (the microphone, or a shared
+    tab/screen with audio) plays a speech file."""
+    from playwright.sync_api import expect, sync_playwright
+
+    pytest.importorskip("anywidget")
+    speech = espeak_wav("Please send the quarterly report to the marketing team by Friday.",
+                        "browser_mic", rate=48000, pad=1.0)
+    url, token, _ = jupyter
+    shots = _shots(tmp_path)
+    args = [*CHROME_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={speech}",
+            "--autoplay-policy=no-user-gesture-required"]
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROME, headless=True, args=args,
+            permissions=["microphone"], viewport={"width": 1200, "height": 1000})
+        try:
+            page = ctx.new_page()
+            page.goto(f"{url}/lab/tree/browser_{kind}.ipynb?token={token}&reset")
+            page.wait_for_function(f"{KSTAT} === 'idle'", timeout=90_000)
+            _run_cell(page, 0)
+            expect(page.locator(".nbs-share")).to_be_visible(timeout=60_000)
+            label = "Share microphone" if kind == "mic" else "Share a tab or screen"
+            expect(page.locator(".nbs-share")).to_contain_text(label)
+            page.locator(".nbs-share").click()  # the user's gesture: share the microphone
+            expect(page.locator(".nbs-share-status")).to_contain_text("sharing", timeout=15_000)
+            page.locator(".nbs-start").click()
+            expect(page.locator(".nbs-turns")).to_contain_text("quarterly report",
+                                                               timeout=60_000)
+            page.screenshot(path=str(shots / f"browser-{kind}.png"), full_page=True)
+            page.locator(".nbs-stop").click()
+            expect(page.locator(".nbs-status")).to_contain_text("stopped", timeout=30_000)
+            expect(page.locator(".nbs-share-status")).to_contain_text("stopped",
+                                                                      timeout=10_000)
+        finally:
+            ctx.close()
