@@ -14,7 +14,10 @@ an offset that puts its times on one timeline. All methods are thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import operator
 import threading
 import time
 from collections.abc import Iterator
@@ -251,53 +254,62 @@ class Session:
         include_partial : bool
             Include the turn still being spoken (``final`` is False on it).
         """
-        import pandas as pd
+        cols: dict[str, list[Any]] = {name: [] for name in TURN_COLUMNS}
+        with _gc_paused():
+            return self._turn_columns(cols, include_partial)
 
-        rows = []
+    def _turn_columns(self, cols: dict[str, list[Any]], include_partial: bool) -> pd.DataFrame:
         for r in self.records(include_partial):
-            words = r.turn.words
-            conf = sum(w.confidence for w in words) / len(words) if words else float("nan")
-            rows.append(
-                (
-                    r.turn.turn_order,
-                    r.segment,
-                    r.start,
-                    r.end,
-                    r.speaker,
-                    r.turn.transcript,
-                    conf,
-                    len(words),
-                    r.final,
-                    r.turn.turn_is_formatted,
-                    r.turn.language_code,
-                )
-            )
-        frame = pd.DataFrame(rows, columns=list(TURN_COLUMNS))
-        return frame.astype(TURN_COLUMNS)
+            turn, words = r.turn, r.turn.words
+            cols["turn_order"].append(turn.turn_order)
+            cols["segment"].append(r.segment)
+            cols["start"].append(r.start)
+            cols["end"].append(r.end)
+            cols["speaker"].append(r.speaker)
+            cols["text"].append(turn.transcript)
+            cols["confidence"].append(
+                sum(w.confidence for w in words) / len(words) if words else None)
+            cols["n_words"].append(len(words))
+            cols["final"].append(r.final)
+            cols["formatted"].append(turn.turn_is_formatted)
+            cols["language"].append(turn.language_code)
+        return _frame(cols, TURN_COLUMNS)
 
     def words_frame(self, include_partial: bool = False) -> pd.DataFrame:
         """Return the words of the turns as a DataFrame with typed columns."""
+        with _gc_paused():
+            return self._word_columns(include_partial)
+
+    def _word_columns(self, include_partial: bool) -> pd.DataFrame:
+        import numpy as np
         import pandas as pd
 
-        rows = []
-        for r in self.records(include_partial):
-            fallback = r.speaker
-            for w in r.turn.words:
-                speaker = w.speaker if w.speaker and w.speaker != "PENDING" else fallback
-                rows.append(
-                    (
-                        r.turn.turn_order,
-                        r.segment,
-                        (w.start + r.offset_ms) / 1000.0,
-                        (w.end + r.offset_ms) / 1000.0,
-                        w.text,
-                        w.confidence,
-                        speaker,
-                        w.word_is_final,
-                    )
-                )
-        frame = pd.DataFrame(rows, columns=list(WORD_COLUMNS))
-        return frame.astype(WORD_COLUMNS)
+        records = self.records(include_partial)
+        counts = np.fromiter((len(r.turn.words) for r in records), dtype=np.int64,
+                             count=len(records))
+        flat = [w for r in records for w in r.turn.words]
+        n = len(flat)
+        offsets = np.repeat(np.fromiter((r.offset_ms for r in records), dtype=np.float64,
+                                        count=len(records)), counts)
+        fallback = np.repeat(np.array([r.speaker for r in records], dtype=object), counts)
+        speaker = np.array(list(map(_SPEAKER, flat)), dtype=object)
+        unlabelled = np.array([x is None or x == "PENDING" for x in speaker], dtype=bool)
+        speaker[unlabelled] = fallback[unlabelled]
+        data = {
+            "turn_order": np.repeat(np.fromiter((r.turn.turn_order for r in records),
+                                                dtype=np.int64, count=len(records)), counts),
+            "segment": np.repeat(np.fromiter((r.segment for r in records), dtype=np.int64,
+                                             count=len(records)), counts),
+            "start": (np.fromiter(map(_START, flat), dtype=np.float64, count=n) + offsets)
+            / 1000.0,
+            "end": (np.fromiter(map(_END, flat), dtype=np.float64, count=n) + offsets) / 1000.0,
+            "text": pd.array(list(map(_TEXT, flat)), dtype="string"),
+            "confidence": np.fromiter(map(_CONF, flat), dtype=np.float64, count=n),
+            "speaker": pd.array(speaker, dtype="string"),
+            "word_is_final": np.fromiter(map(_FINAL, flat), dtype=bool, count=n),
+        }
+        return pd.DataFrame(data)
+
 
     def to_dict(self) -> dict[str, Any]:
         """Return everything as plain JSON-ready data (what ``session.json`` holds)."""
@@ -345,6 +357,44 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"
+
+
+_START, _END, _TEXT, _CONF, _FINAL, _SPEAKER = (
+    operator.attrgetter(name)
+    for name in ("start", "end", "text", "confidence", "word_is_final", "speaker")
+)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a frame is built.
+
+    Building creates some 10 temporaries per word; with a long session in memory, the
+    collections they trigger rescan every stored turn and word, which costs more than the build
+    itself. Nothing built here forms cycles.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _frame(cols: dict[str, list[Any]], dtypes: dict[str, str]) -> pd.DataFrame:
+    """Build a DataFrame column by column in its final dtype (no inference, no astype)."""
+    import numpy as np
+    import pandas as pd
+
+    data = {}
+    for name, dtype in dtypes.items():
+        values = cols[name]
+        if dtype == "string":
+            data[name] = pd.array(values, dtype="string")
+        else:  # numpy turns None into NaN for floats
+            data[name] = np.array(values, dtype=dtype)
+    return pd.DataFrame(data)
 
 
 def _relabel(turn: Turn, label: str | None, words: tuple[Word, ...]) -> Turn:
