@@ -95,15 +95,12 @@ class Converter:
                 self.in_rate, self.out_rate, 1, dtype="float32", quality="HQ"
             )
         self.level = -120.0
-        self.samples_in = 0
-        self.samples_out = 0
 
     def push(self, block: np.ndarray) -> list[bytes]:
         """Feed one block; return the frames that are now complete (possibly none)."""
         a = to_float32(block)
         if a.shape[1] != self.in_channels:
             raise ConfigError(f"expected {self.in_channels} channel(s), got {a.shape[1]}")
-        self.samples_in += a.shape[0]
         mono = a.mean(axis=1) if self.in_channels > 1 else a[:, 0]
         self.level = level_dbfs(mono)
         if self._resampler is not None:
@@ -119,13 +116,11 @@ class Converter:
         if self._pending.size:
             pad = np.zeros(self.frame_samples - self._pending.size, dtype=np.int16)
             frames.append(np.concatenate([self._pending, pad]).astype("<i2").tobytes())
-            self.samples_out += pad.size
             self._pending = np.zeros(0, dtype=np.int16)
         return frames
 
     def _cut(self, mono: np.ndarray) -> list[bytes]:
         pcm = np.clip(np.round(mono * 32767.0), -32768, 32767).astype(np.int16)
-        self.samples_out += pcm.size
         buf = np.concatenate([self._pending, pcm]) if self._pending.size else pcm
         n = buf.size // self.frame_samples
         frames = [

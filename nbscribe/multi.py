@@ -130,7 +130,6 @@ class MultiTranscriber:
         if bad:
             raise ConfigError(f"source names must be plain words, got {bad}")
         self.out_dir = Path(out_dir) if out_dir else None
-        self._kwargs = kwargs
         self.local_server: Any = None
         self.transcribers = {
             name: Transcriber(src, out_dir=self.out_dir / name if self.out_dir else None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import operator
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -73,6 +73,8 @@ class TurnRecord:
     offset_ms: int
     final: bool
     updated_at: float
+    # this turn's DataFrame row and word columns, made once when it becomes final
+    columns: tuple[Any, ...] | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def start(self) -> float | None:
@@ -181,6 +183,7 @@ class Session:
             updated_at=time.time(),
         )
         if turn.end_of_turn:
+            self._turns[key].columns = _columns(self._turns[key])
             self._open.discard(key)
             if old is None or not old.final:
                 self._finals.append(key)
@@ -198,6 +201,8 @@ class Session:
                 continue
             record.turn = _relabel(record.turn, label, words)
             record.updated_at = time.time()
+            if record.final:
+                record.columns = _columns(record)
             changed = True
         return changed
 
@@ -259,20 +264,10 @@ class Session:
             return self._turn_columns(cols, include_partial)
 
     def _turn_columns(self, cols: dict[str, list[Any]], include_partial: bool) -> pd.DataFrame:
-        for r in self.records(include_partial):
-            turn, words = r.turn, r.turn.words
-            cols["turn_order"].append(turn.turn_order)
-            cols["segment"].append(r.segment)
-            cols["start"].append(r.start)
-            cols["end"].append(r.end)
-            cols["speaker"].append(r.speaker)
-            cols["text"].append(turn.transcript)
-            cols["confidence"].append(
-                sum(w.confidence for w in words) / len(words) if words else None)
-            cols["n_words"].append(len(words))
-            cols["final"].append(r.final)
-            cols["formatted"].append(turn.turn_is_formatted)
-            cols["language"].append(turn.language_code)
+        rows = [(r.columns or _columns(r))[0] for r in self.records(include_partial)]
+        if rows:
+            for name, values in zip(TURN_COLUMNS, zip(*rows, strict=True), strict=True):
+                cols[name] = list(values)
         return _frame(cols, TURN_COLUMNS)
 
     def words_frame(self, include_partial: bool = False) -> pd.DataFrame:
@@ -284,32 +279,22 @@ class Session:
         import numpy as np
         import pandas as pd
 
-        records = self.records(include_partial)
-        counts = np.fromiter((len(r.turn.words) for r in records), dtype=np.int64,
-                             count=len(records))
-        flat = [w for r in records for w in r.turn.words]
-        n = len(flat)
-        offsets = np.repeat(np.fromiter((r.offset_ms for r in records), dtype=np.float64,
-                                        count=len(records)), counts)
-        fallback = np.repeat(np.array([r.speaker for r in records], dtype=object), counts)
-        speaker = np.array(list(map(_SPEAKER, flat)), dtype=object)
-        unlabelled = np.array([x is None or x == "PENDING" for x in speaker], dtype=bool)
-        speaker[unlabelled] = fallback[unlabelled]
+        parts = [(r.columns or _columns(r))[1] for r in self.records(include_partial)]
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return _frame({name: [] for name in WORD_COLUMNS}, WORD_COLUMNS)
+        chain = itertools.chain.from_iterable
         data = {
-            "turn_order": np.repeat(np.fromiter((r.turn.turn_order for r in records),
-                                                dtype=np.int64, count=len(records)), counts),
-            "segment": np.repeat(np.fromiter((r.segment for r in records), dtype=np.int64,
-                                             count=len(records)), counts),
-            "start": (np.fromiter(map(_START, flat), dtype=np.float64, count=n) + offsets)
-            / 1000.0,
-            "end": (np.fromiter(map(_END, flat), dtype=np.float64, count=n) + offsets) / 1000.0,
-            "text": pd.array(list(map(_TEXT, flat)), dtype="string"),
-            "confidence": np.fromiter(map(_CONF, flat), dtype=np.float64, count=n),
-            "speaker": pd.array(speaker, dtype="string"),
-            "word_is_final": np.fromiter(map(_FINAL, flat), dtype=bool, count=n),
+            "turn_order": np.concatenate([p[0] for p in parts]),
+            "segment": np.concatenate([p[1] for p in parts]),
+            "start": np.concatenate([p[2] for p in parts]),
+            "end": np.concatenate([p[3] for p in parts]),
+            "text": pd.array(list(chain(p[4] for p in parts)), dtype="string"),
+            "confidence": np.concatenate([p[5] for p in parts]),
+            "speaker": pd.array(list(chain(p[6] for p in parts)), dtype="string"),
+            "word_is_final": np.concatenate([p[7] for p in parts]),
         }
-        return pd.DataFrame(data)
-
+        return pd.DataFrame(data, columns=list(WORD_COLUMNS))
 
     def to_dict(self) -> dict[str, Any]:
         """Return everything as plain JSON-ready data (what ``session.json`` holds)."""
@@ -359,10 +344,29 @@ class Session:
         return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"
 
 
-_START, _END, _TEXT, _CONF, _FINAL, _SPEAKER = (
-    operator.attrgetter(name)
-    for name in ("start", "end", "text", "confidence", "word_is_final", "speaker")
-)
+def _columns(r: TurnRecord) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+    """Return a turn's DataFrame row and its word columns (numpy arrays and lists)."""
+    import numpy as np
+
+    turn, words = r.turn, r.turn.words
+    speaker = r.speaker
+    row = (turn.turn_order, r.segment, r.start, r.end, speaker, turn.transcript,
+           sum(w.confidence for w in words) / len(words) if words else None, len(words),
+           r.final, turn.turn_is_formatted, turn.language_code)
+    if not words:
+        return row, None
+    n, off = len(words), r.offset_ms
+    word_cols = (
+        np.full(n, turn.turn_order, dtype=np.int64),
+        np.full(n, r.segment, dtype=np.int64),
+        np.array([(w.start + off) / 1000.0 for w in words], dtype=np.float64),
+        np.array([(w.end + off) / 1000.0 for w in words], dtype=np.float64),
+        [w.text for w in words],
+        np.array([w.confidence for w in words], dtype=np.float64),
+        [w.speaker if w.speaker and w.speaker != "PENDING" else speaker for w in words],
+        np.array([w.word_is_final for w in words], dtype=bool),
+    )
+    return row, word_cols
 
 
 @contextlib.contextmanager

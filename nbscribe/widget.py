@@ -128,7 +128,6 @@ class Panel:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._version = 0  # bumped by the reader thread on every transcript change
-        self._lock = threading.Lock()
         self._build(file, device, source, service, out_dir)
 
     # -- layout -------------------------------------------------------------------------------
