@@ -214,7 +214,7 @@ def memory(minutes: float) -> dict:
 def dataframes(turns: int = 10_000, words_per_turn: int = 10) -> dict:
     warm = Session()  # load pandas' and pyarrow's code once: imports are not building
     warm.apply(Turn(0, "a", True, True, 1.0, (Word("a", 0, 1, 1.0, True),)))
-    warm.turns, warm.words
+    _ = warm.turns, warm.words
     s = Session()
     for i in range(turns):
         words = tuple(Word(f"w{k}", i * 2000 + 150 * k, i * 2000 + 150 * k + 120, 0.9, True)
