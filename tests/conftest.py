@@ -52,6 +52,15 @@ def no_api_key(monkeypatch):
     monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
 
 
+def overlap(reference: str, text: str) -> float:
+    """Fraction of the reference's words found in `text` (robust to Whisper tiny's slips on
+    synthetic speech, which vary with capture timing)."""
+    from nbscribe.metrics import normalize_words
+
+    ref, got = normalize_words(reference), set(normalize_words(text))
+    return sum(w in got for w in ref) / len(ref)
+
+
 def sine(seconds: float, rate: int, freq: float = 440.0, channels: int = 1,
          amp: float = 0.5) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate

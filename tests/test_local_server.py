@@ -16,7 +16,7 @@ import nbscribe
 from nbscribe import ArraySource, AuthError, ConfigError, FileSource, Transcriber
 from nbscribe.metrics import word_error_rate
 
-from .conftest import sine
+from .conftest import overlap, sine
 
 pytestmark = [pytest.mark.engine]
 
@@ -326,8 +326,9 @@ def test_mulaw_decoding_matches_linear():
 def test_speech_played_into_the_null_sink_is_transcribed(pulse, espeak_wav, server):
     from nbscribe import DeviceSource
 
-    wav = espeak_wav("Please send the quarterly report to the marketing team by Friday. "
-                     "We will start the meeting in five minutes.", "loop", rate=22050, pad=0.8)
+    first = "Please send the quarterly report to the marketing team by Friday."
+    second = "We will start the meeting in five minutes."
+    wav = espeak_wav(f"{first} {second}", "loop", rate=22050, pad=0.8)
     src = DeviceSource("loopback.monitor")
     assert src.samplerate > 16000 or src.channels == 2  # converted, not opened at 16 kHz mono
     tr = Transcriber(src, url=server.url)
@@ -335,12 +336,10 @@ def test_speech_played_into_the_null_sink_is_transcribed(pulse, espeak_wav, serv
     player = threading.Timer(0.5, lambda: pulse.play(wav).wait())
     player.start()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and "meeting" not in " ".join(
-            tr.session.turns.text).lower():
+    while time.monotonic() < deadline and overlap(second, " ".join(tr.session.turns.text)) < 0.6:
         time.sleep(0.2)
     player.join()
     session = tr.stop()
     text = " ".join(session.turns.text).lower()
-    assert "quarterly report" in text and "friday" in text, text
-    assert "meeting" in text and "five minutes" in text.replace("5", "five"), text
+    assert overlap(first, text) >= 0.7 and overlap(second, text) >= 0.7, text
     assert tr.source.overflows == 0
