@@ -259,16 +259,11 @@ class Session:
         include_partial : bool
             Include the turn still being spoken (``final`` is False on it).
         """
-        cols: dict[str, list[Any]] = {name: [] for name in TURN_COLUMNS}
         with _gc_paused():
-            return self._turn_columns(cols, include_partial)
-
-    def _turn_columns(self, cols: dict[str, list[Any]], include_partial: bool) -> pd.DataFrame:
-        rows = [(r.columns or _columns(r))[0] for r in self.records(include_partial)]
-        if rows:
-            for name, values in zip(TURN_COLUMNS, zip(*rows, strict=True), strict=True):
-                cols[name] = list(values)
-        return _frame(cols, TURN_COLUMNS)
+            rows = [(r.columns or _columns(r))[0] for r in self.records(include_partial)]
+            columns = list(zip(*rows, strict=True)) if rows else [()] * len(TURN_COLUMNS)
+            return _frame(dict(zip(TURN_COLUMNS, map(list, columns), strict=True)),
+                          TURN_COLUMNS)
 
     def words_frame(self, include_partial: bool = False) -> pd.DataFrame:
         """Return the words of the turns as a DataFrame with typed columns."""
@@ -373,9 +368,9 @@ def _columns(r: TurnRecord) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a frame is built.
 
-    Building creates some 10 temporaries per word; with a long session in memory, the
-    collections they trigger rescan every stored turn and word, which costs more than the build
-    itself. Nothing built here forms cycles.
+    With a long session in memory, a collection triggered by the build's temporaries rescans
+    every stored turn and word, which can cost more than the build itself. Nothing built here
+    forms cycles.
     """
     was = gc.isenabled()
     gc.disable()
