@@ -1,8 +1,15 @@
 """The streaming client: one WebSocket connection speaking AssemblyAI's v3 protocol.
 
 Threads: the caller connects and sends (sending is thread-safe); one reader thread per
-connection receives, decodes and hands each event to ``on_event``. The reader thread owns the
-socket and is the only one that closes it; other threads wake it with ``abort()``.
+connection receives, decodes and hands every event, ``Begin`` first, to ``on_event``. The
+reader owns the connection and is the only one that closes it; other threads wake it with
+`StreamingClient.abort`.
+
+Liveness: a connection can die without a close (a laptop sleeps, Wi-Fi changes, a NAT forgets
+it). The reader pings whenever the service has been quiet for ``ping_interval`` seconds and
+declares the connection dead (code 1006, retryable) when nothing at all, not even a pong, has
+come back for ``liveness_timeout`` seconds. Sends give up after ``send_timeout`` seconds. Both
+are standard WebSocket behaviour that the real service and the local server honour.
 """
 
 from __future__ import annotations
@@ -15,9 +22,15 @@ import threading
 import time
 from collections.abc import Callable
 
-import websocket
-
-from .errors import AuthError, ConnectError, StreamError, describe_code
+from .connection import (
+    Connection,
+    ConnectionLost,
+    Connector,
+    HandshakeError,
+    Opcode,
+    open_websocket,
+)
+from .errors import ConnectError, StreamError, describe_code, refused
 from .events import Begin, ErrorEvent, Event, Termination
 from .params import StreamingParams
 from .protocol import (
@@ -60,13 +73,23 @@ class StreamingClient:
     token : str, optional
         A temporary token instead of a key (sent as the ``token`` query parameter).
     on_event : callable, optional
-        Called with each `nbscribe.events.Event`, on the reader thread. If it raises, the
-        exception is logged and the client carries on.
+        Called with each `nbscribe.events.Event`, ``Begin`` first, on the reader thread. If it
+        raises, the exception is logged and the client carries on.
     connect_timeout : float
         Seconds to wait for the connection and the ``Begin`` message.
     terminate_timeout : float
         Seconds `close` waits for ``Termination`` after sending ``Terminate``; the wait is
         extended while the server keeps sending results, up to six times this.
+    ping_interval : float
+        Ping after this many seconds without a frame from the service (0: never).
+    liveness_timeout : float
+        Declare the connection dead after this many seconds without any frame (0: never).
+    send_timeout : float
+        A message that cannot be sent for this long means the connection is dead.
+    connector : callable, optional
+        Opens the connection: ``connector(url, headers, timeout) -> Connection``. Default: a
+        real WebSocket (`nbscribe.connection.open_websocket`); tests pass a scripted one
+        (`nbscribe.testing.FakeService`).
     """
 
     def __init__(
@@ -79,6 +102,10 @@ class StreamingClient:
         on_event: EventHandler | None = None,
         connect_timeout: float = 10.0,
         terminate_timeout: float = 5.0,
+        ping_interval: float = 2.0,
+        liveness_timeout: float = 6.0,
+        send_timeout: float = 10.0,
+        connector: Connector | None = None,
     ) -> None:
         self.url = url
         self.params = params or StreamingParams()
@@ -87,6 +114,10 @@ class StreamingClient:
         self.on_event = on_event
         self.connect_timeout = connect_timeout
         self.terminate_timeout = terminate_timeout
+        self.ping_interval = ping_interval
+        self.liveness_timeout = liveness_timeout
+        self.send_timeout = send_timeout
+        self._connector = connector
         self.begin: Begin | None = None
         self.termination: Termination | None = None
         self.error: StreamError | None = None
@@ -94,10 +125,12 @@ class StreamingClient:
         self.close_reason = ""
         self.bytes_sent = 0
         self._last_message_at = 0.0
-        self._ws: websocket.WebSocket | None = None
+        self._conn: Connection | None = None
         self._reader: threading.Thread | None = None
         self._done = threading.Event()
         self._closing = False
+        self._terminated = False
+        self._send_failure: str | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -108,12 +141,19 @@ class StreamingClient:
     @property
     def connected(self) -> bool:
         """Whether the session is open (connected and not yet ended)."""
-        return self._ws is not None and not self._done.is_set()
+        return self._conn is not None and not self._done.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the reader has ended (the connection is closed, for whatever reason)."""
+        return self._done.is_set()
 
     # -- connecting ---------------------------------------------------------------------------
 
     def connect(self) -> Begin:
-        """Open the connection and wait for the server's ``Begin``.
+        """Open the connection, wait for the server's ``Begin`` and start the reader.
+
+        The reader hands ``Begin`` to ``on_event`` first, then every later event.
 
         Returns
         -------
@@ -130,74 +170,67 @@ class StreamingClient:
             The server could not be reached or refused the session; the message says why.
         """
         self.params.validate()
-        if self._ws is not None:
+        if self._conn is not None:
             raise ConnectError("this client is already connected; create a new one")
         url = build_url(self.url, self.params, self._token)
         shown = redact_url(url)
         logger.info("connecting to %s", shown)
+        connector = self._connector or self._open_websocket
         try:
-            ws = websocket.create_connection(
-                url,
-                header=headers(self._api_key),
-                timeout=self.connect_timeout,
-                enable_multithread=True,
-            )
-        except websocket.WebSocketBadStatusException as exc:
-            code = exc.status_code
-            cls = AuthError if code in (401, 403) else ConnectError
-            raise cls(f"cannot open a session at {shown}: {describe_code(code)}", code) from None
+            conn = connector(url, headers(self._api_key), self.connect_timeout)
+        except HandshakeError as exc:
+            raise refused(f"cannot open a session at {shown}: {describe_code(exc.status)}",
+                          exc.status) from None
         except ssl.SSLError as exc:
             raise ConnectError(
                 f"TLS error connecting to {shown}: {exc}. On macOS run Python's 'Install "
                 "Certificates.command'; behind a proxy, set SSL_CERT_FILE to its CA bundle."
             ) from None
-        except (OSError, websocket.WebSocketException) as exc:
+        except OSError as exc:
             raise ConnectError(
                 f"cannot reach {shown}: {exc.__class__.__name__}: {exc}. Check the URL and the "
                 "network (for the local server, is `nbscribe serve` running?)."
             ) from None
-        self._ws = ws
         try:
-            begin = self._await_begin(ws, shown)
+            begin = self._await_begin(conn, shown)
         except BaseException:
-            ws.shutdown()
-            self._ws = None
+            conn.close()
             raise
-        ws.settimeout(None)
+        self._conn = conn
         self.begin = begin
-        self._reader = threading.Thread(
-            target=self._read_loop, name="nbscribe-reader", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read_loop, args=(conn, begin),
+                                        name="nbscribe-reader", daemon=True)
         self._reader.start()
-        self._dispatch(begin)
         logger.info("session %s open", begin.id)
         return begin
 
-    def _await_begin(self, ws: websocket.WebSocket, shown: str) -> Begin:
+    def _open_websocket(self, url: str, header: list[str], timeout: float) -> Connection:
+        return open_websocket(url, header, timeout, send_timeout=self.send_timeout)
+
+    def _await_begin(self, conn: Connection, shown: str) -> Begin:
         deadline = time.monotonic() + self.connect_timeout
         while True:
-            ws.settimeout(max(0.05, deadline - time.monotonic()))
             try:
-                opcode, frame = ws.recv_data_frame(True)
-            except websocket.WebSocketTimeoutException:
+                item = conn.recv(max(0.01, deadline - time.monotonic()))
+            except ConnectionLost as exc:
+                raise ConnectError(f"the connection to {shown} broke during setup: {exc}") from None
+            if item is None:
                 raise ConnectError(
                     f"{shown} accepted the connection but sent no Begin within "
                     f"{self.connect_timeout:g} s; is it a v3 streaming server?"
-                ) from None
-            except (OSError, websocket.WebSocketException) as exc:
-                raise ConnectError(f"the connection to {shown} broke during setup: {exc}") from None
-            if opcode == websocket.ABNF.OPCODE_CLOSE:
-                code, reason = _close_info(frame.data)
-                cls = AuthError if code in (1008, 4001) else ConnectError
-                raise cls(f"the server refused the session: {describe_code(code, reason)}", code)
-            if opcode != websocket.ABNF.OPCODE_TEXT:
+                )
+            opcode, data = item
+            if opcode == Opcode.CLOSE:
+                code, reason = _close_info(data)
+                raise refused(f"the server refused the session: {describe_code(code, reason)}",
+                              code)
+            if opcode != Opcode.TEXT:
                 continue
-            event = decode(frame.data.decode("utf-8", "replace"))
+            event = decode(data.decode("utf-8", "replace"))
             if isinstance(event, Begin):
                 return event
             if isinstance(event, ErrorEvent):
-                cls = AuthError if event.code in (1008, 4001) else ConnectError
-                raise cls(f"the server refused the session: {event.message}", event.code)
+                raise refused(f"the server refused the session: {event.message}", event.code)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -207,7 +240,8 @@ class StreamingClient:
         Raises
         ------
         StreamError
-            The session has ended; the message says why.
+            The session has ended, or the chunk could not be sent in time (the connection is
+            then aborted); the message says why.
         """
         self._send(pcm, binary=True)
         self.bytes_sent += len(pcm)
@@ -231,22 +265,24 @@ class StreamingClient:
         self._send(encode_update(**fields))
 
     def _send(self, data: bytes | str, binary: bool = False) -> None:
-        ws = self._ws
-        if ws is None or self._done.is_set():
+        conn = self._conn
+        if conn is None or self._done.is_set():
             raise self._ended_error()
         try:
             if binary:
-                ws.send_bytes(data)
+                conn.send_binary(data)  # type: ignore[arg-type]
             else:
-                ws.send_text(data)
-        except (OSError, websocket.WebSocketException):
-            self._done.wait(1.0)  # let the reader record the close code, if one came
-            raise self._ended_error() from None
+                conn.send_text(data)  # type: ignore[arg-type]
+        except ConnectionLost as exc:
+            # The reader records why the connection ended; wake it if it is still waiting.
+            self._send_failure = str(exc)
+            conn.abort()
+            raise StreamError(f"the connection broke while sending: {exc}", 1006) from None
 
     def _ended_error(self) -> StreamError:
         if self.error is not None:
             return self.error
-        if self._ws is None:
+        if self._conn is None:
             return StreamError("not connected: call connect() first")
         return StreamError(f"the session has ended ({describe_code(self.close_code)})")
 
@@ -265,92 +301,152 @@ class StreamingClient:
             self.error = StreamError(message, code)
             self._dispatch(ErrorEvent(code, message))
 
-    def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
+    def _read_loop(self, conn: Connection, begin: Begin) -> None:
         try:
-            while True:
-                try:
-                    opcode, frame = ws.recv_data_frame(True)
-                except (OSError, websocket.WebSocketException) as exc:
-                    if not self._closing and self.termination is None:
-                        self.close_code = 1006
-                        self._fail(1006, describe_code(1006, str(exc)))
-                    return
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    self.close_code, self.close_reason = _close_info(frame.data)
-                    if self.close_code not in (1000, None):
-                        message = describe_code(self.close_code, self.close_reason)
-                        self._fail(self.close_code, message)
-                    elif self.termination is None and not self._closing:
-                        logger.warning("the server closed the session without a Termination")
-                    return
-                if opcode == websocket.ABNF.OPCODE_BINARY:
-                    logger.debug("ignoring a binary frame from the server")
-                    continue
-                if opcode != websocket.ABNF.OPCODE_TEXT:
-                    continue
-                self._last_message_at = time.monotonic()
-                event = decode(frame.data.decode("utf-8", "replace"))
-                if event is None:
-                    continue
-                if isinstance(event, ErrorEvent):
-                    self._fail(event.code, event.message)
-                    continue
-                if isinstance(event, Termination):
-                    self.termination = event
-                self._dispatch(event)
+            self._dispatch(begin)
+            self._receive(conn)
         finally:
             self._done.set()
-            ws.shutdown()
+            conn.close()
+
+    def _receive(self, conn: Connection) -> None:
+        limits = [t for t in (self.ping_interval, self.liveness_timeout) if t]
+        tick = min(0.5, max(0.02, min(limits) / 4)) if limits else None
+        last_rx = last_ping = time.monotonic()
+        while True:
+            try:
+                item = conn.recv(tick)
+            except ConnectionLost as exc:
+                if not self._closing and self.termination is None:
+                    self.close_code = 1006
+                    self._fail(1006, describe_code(1006, self._send_failure or str(exc)))
+                return
+            now = time.monotonic()
+            if item is None:
+                quiet = now - last_rx
+                if self.liveness_timeout and quiet > self.liveness_timeout:
+                    if not self._closing:
+                        self.close_code = 1006
+                        self._fail(1006, describe_code(1006, (
+                            f"the service sent nothing, not even a pong, for {quiet:.1f} s "
+                            "(the network changed, or the computer slept)")))
+                    return
+                if self.ping_interval and min(quiet, now - last_ping) >= self.ping_interval:
+                    last_ping = now
+                    try:
+                        conn.ping()
+                    except ConnectionLost:
+                        continue  # the next recv reports it
+                continue
+            last_rx = now
+            opcode, data = item
+            if opcode == Opcode.CLOSE:
+                self.close_code, self.close_reason = _close_info(data)
+                if self.close_code not in (1000, None):
+                    self._fail(self.close_code, describe_code(self.close_code, self.close_reason))
+                elif self.termination is None and not self._closing:
+                    logger.warning("the server closed the session without a Termination")
+                return
+            if opcode == Opcode.BINARY:
+                logger.debug("ignoring a binary frame from the server")
+                continue
+            if opcode != Opcode.TEXT:
+                continue  # a pong (or a ping, answered already): the connection is alive
+            self._last_message_at = now
+            event = decode(data.decode("utf-8", "replace"))
+            if event is None:
+                continue
+            if isinstance(event, ErrorEvent):
+                self._fail(event.code, event.message)
+                continue
+            if isinstance(event, Termination):
+                self.termination = event
+            self._dispatch(event)
 
     # -- closing ------------------------------------------------------------------------------
 
-    def close(self, terminate: bool = True) -> None:
+    def terminate(self) -> None:
+        """Send ``Terminate`` (once) and return at once; the reader ends after ``Termination``.
+
+        The server finalises the open turn first. Use `close` to also wait for it, or poll
+        `finished` and call `abort` at a deadline of your own (as the transcriber does when it
+        rolls over to a new session, so that capture never waits).
+        """
+        with self._lock:
+            if self._terminated:
+                return
+            self._terminated = self._closing = True
+        conn = self._conn
+        if conn is None or self._done.is_set():
+            return
+        self._last_message_at = time.monotonic()
+        try:
+            conn.send_text(encode_terminate())
+        except ConnectionLost:
+            conn.abort()
+
+    def abort(self) -> None:
+        """Drop the connection without waiting (any thread; idempotent); the reader closes it."""
+        self._closing = True
+        conn = self._conn
+        if conn is not None and not self._done.is_set():
+            conn.abort()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reader thread to end; return whether it has."""
+        reader = self._reader
+        if reader is None or reader is threading.current_thread():
+            return True
+        reader.join(timeout)
+        return not reader.is_alive()
+
+    def close(self, terminate: bool = True, timeout: float | None = None) -> bool:
         """End the session (idempotent) and join the reader thread.
 
         Parameters
         ----------
         terminate : bool
-            Send ``Terminate`` and wait up to `terminate_timeout` seconds for ``Termination``,
-            so the last turn arrives; otherwise just drop the connection.
-        """
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-        ws, reader = self._ws, self._reader
-        if ws is None:
-            return
-        if terminate and not self._done.is_set():
-            try:
-                ws.send_text(encode_terminate())
-                self._await_termination()
-            except (OSError, websocket.WebSocketException):
-                pass
-        if not self._done.is_set():
-            ws.abort()  # wakes the reader, which closes the socket
-        if reader is not None and reader is not threading.current_thread():
-            reader.join(5.0)
-            if reader.is_alive():
-                logger.warning("the reader thread did not stop within 5 s")
+            Send ``Terminate`` and wait for ``Termination``, so the last turn arrives;
+            otherwise just drop the connection.
+        timeout : float, optional
+            The most this call may take in all. Default: six times `terminate_timeout`, plus
+            5 s for the reader to end.
 
-    def _await_termination(self) -> None:
+        Returns
+        -------
+        bool
+            Whether the reader thread has ended.
+        """
+        budget = 6 * self.terminate_timeout + 5.0 if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        self._closing = True
+        if self._conn is None:
+            return True
+        if terminate and not self._done.is_set():
+            self.terminate()
+            self._await_termination(deadline)
+        self.abort()
+        ended = self.join(max(0.0, deadline - time.monotonic()))
+        if not ended:
+            logger.warning("the reader thread did not end in time")
+        return ended
+
+    def _await_termination(self, deadline: float) -> None:
         # A server may still be working through audio it has queued (the local server in fast
         # mode): keep waiting while it sends results, up to terminate_timeout of silence and
-        # at most six times that in all.
+        # at most six times that in all, and never past the caller's deadline.
         sent = time.monotonic()
-        self._last_message_at = sent
-        while not self._done.wait(0.05):
+        limit = min(deadline, sent + 6 * self.terminate_timeout)
+        while not self._done.wait(0.02):
             now = time.monotonic()
             quiet = now - max(sent, self._last_message_at)
-            if quiet > self.terminate_timeout or now - sent > 6 * self.terminate_timeout:
+            if quiet > self.terminate_timeout or now >= limit:
                 logger.warning("no Termination within %.1f s of Terminate; closing anyway",
                                now - sent)
                 return
 
     def __enter__(self) -> StreamingClient:
-        if self._ws is None:
+        if self._conn is None:
             self.connect()
         return self
 

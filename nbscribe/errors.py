@@ -27,6 +27,7 @@ __all__ = [
     "StreamError",
     "describe_code",
     "is_retryable",
+    "refused",
 ]
 
 
@@ -184,3 +185,21 @@ def is_retryable(code: int | None) -> bool:
     if code in _CODES:
         return _CODES[code][2]
     return 1001 <= code <= 1015 and code not in (1002, 1003, 1007, 1008, 1009, 1010)
+
+
+#: Codes that mean the credentials were refused (close codes and HTTP statuses).
+AUTH_CODES = frozenset({401, 403, 1008, 4001})
+
+
+def refused(message: str, code: int | None) -> ConnectError:
+    """Return the error for a session the service refused: `AuthError` for a bad key or token.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what to do.
+    code : int or None
+        The close code, error code or HTTP status.
+    """
+    cls = AuthError if code in AUTH_CODES else ConnectError
+    return cls(message, code)

@@ -95,6 +95,10 @@ class Journal:
         self._write({"t": round(time.time(), 3), "gap": [round(start, 3), round(end, 3)],
                      "reason": reason}, sync=True)
 
+    def interruption(self, record: dict[str, Any]) -> None:
+        """Record a lost connection that was replaced (where, why, how much audio was resent)."""
+        self._write({"t": round(time.time(), 3), "interruption": record}, sync=True)
+
     def meta(self, **fields: Any) -> None:
         """Record facts about the session (source, service, parameters; never a key)."""
         self._write({"t": round(time.time(), 3), "meta": fields}, sync=True)
@@ -140,6 +144,8 @@ def load_session(folder: str | os.PathLike[str]) -> Session:
             session.metadata.update(record["meta"])
         elif "gap" in record:
             session.gaps.append(tuple(record["gap"]))
+        elif "interruption" in record:
+            session.interruptions.append(record["interruption"])
         elif "event" in record:
             data = {k: v for k, v in record.items() if k not in ("t", "segment", "offset_ms")}
             session.apply(event_from_dict(data), segment=record["segment"],

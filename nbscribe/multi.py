@@ -182,10 +182,20 @@ class MultiTranscriber:
                 return False
         return True
 
-    def stop(self) -> MultiSession:
-        """Stop every source (each sends its last audio and waits for its final turns)."""
+    def stop(self, timeout: float | None = None) -> MultiSession:
+        """Stop every source (each sends its last audio and waits for its final turns).
+
+        Every source stops at once, within one shared budget (default: the transcribers'
+        ``stop_timeout``).
+        """
+        import time
+
+        first = next(iter(self.transcribers.values()))
+        deadline = time.monotonic() + (first.stop_timeout if timeout is None else timeout)
         for tr in self.transcribers.values():
-            tr.stop()
+            tr.request_stop(deadline)
+        for tr in self.transcribers.values():
+            tr.finish_stop(deadline)
         self._stop_server()
         return self.session
 

@@ -117,6 +117,8 @@ class Session:
         self.errors: list[ErrorEvent] = []
         self.warnings: list[WarningEvent] = []
         self.gaps: list[tuple[float, float]] = []
+        #: connections lost and replaced: ``{"at": s, "reason": ..., "resent_seconds": s}``
+        self.interruptions: list[dict[str, Any]] = []
         self.started_at = time.time()
         self.audio_seconds = 0.0
         self.metadata: dict[str, Any] = {}
@@ -325,6 +327,7 @@ class Session:
                     for r in self.records()
                 ],
                 "gaps": [{"start": a, "end": b} for a, b in self.gaps],
+                "interruptions": list(self.interruptions),
                 "errors": [{"code": e.code, "message": e.message} for e in self.errors],
                 "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
             }

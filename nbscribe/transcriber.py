@@ -1,24 +1,27 @@
-"""The transcriber: source -> converter -> WAV + client -> session, on background threads.
+"""The transcriber: source -> converter -> WAV + outbox -> connection -> session.
 
-Threads and who owns what:
+Threads and who owns what (see ARCHITECTURE.md):
 
-- the **pump thread** owns the source, the converter and the WAV writer: it opens the source,
-  reads, converts, writes and sends, and at the end closes the source, flushes the last frame,
-  closes the WAV and terminates the connection;
-- the client's **reader thread** owns the socket and applies events to the session, then calls
-  the listeners;
-- the caller's thread only starts, stops and reads.
+- the **pump thread** owns the source, the converter, the WAV writer, the `Outbox` and the
+  connections' lifecycle: it opens the source, reads, converts, writes and sends; it connects,
+  reconnects and rolls over; at the end it closes the source, flushes the last frame, closes
+  the WAV and terminates the connection. It alone writes the transcriber's state;
+- each connection's **reader thread** owns its socket; it only decodes and queues events;
+- the **events thread** applies every event, of every connection, to the session and the
+  journal, tells the pump which audio final turns now cover, and calls the listeners: all
+  events reach listeners on this one thread, in order, and a slow listener never delays a
+  socket (or its pongs);
+- the caller's thread starts, stops and reads.
 
-`start` and `stop` return promptly: `start` once audio flows (or with the error that prevents
-it), `stop` once every thread has been joined (bounded by the terminate timeout).
+`start` returns once audio flows (or raises what prevents it); `stop` hands one deadline to
+the pump (drain, ``Terminate``, joins) and returns once every thread it started has ended.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
 import logging
+import queue
 import tempfile
 import threading
 import time
@@ -27,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from .client import StreamingClient, resolve_api_key
+from .connection import Connector
 from .convert import Converter
-from .errors import AuthError, ConfigError, ConnectError, NbscribeError, StreamError, is_retryable
+from .errors import AuthError, ConfigError, ConnectError, NbscribeError, StreamError
 from .events import Event, Turn
 from .journal import JOURNAL_NAME, Journal
+from .outbox import Outbox
 from .params import StreamingParams
+from .policy import ReconnectPolicy, TokenSource
 from .protocol import DEFAULT_URL
 from .session import Session
 from .sources import AudioSource
@@ -72,6 +78,9 @@ class Stats:
     overflows: int
 
 
+_END = object()  # tells the events thread that no more events will come
+
+
 class Transcriber:
     """Stream audio from a source to a v3 streaming service and collect the session.
 
@@ -101,11 +110,11 @@ class Transcriber:
     connect_timeout, terminate_timeout : float
         Seconds to wait for ``Begin`` and for ``Termination``.
     reconnect : bool
-        After an unexpected close (a dropped connection, 1011, 3005, 3008 ...), connect again
-        with backoff and go on; errors a retry cannot fix (a bad key 1008, bad input 3006)
-        stop the session. The audio captured meanwhile is buffered and sent after
-        reconnecting, and so is the audio of the turn that was open when the connection
-        dropped: the new server session transcribes it again.
+        After an unexpected close (a dropped connection, 1011, 3005, 3008 ...) or a connection
+        that went silent, connect again with backoff and go on; errors a retry cannot fix (a
+        bad key 1008, bad input 3006) stop the session. The audio captured meanwhile is
+        buffered and sent after reconnecting, and so is the audio that no final turn covered
+        when the connection was lost: the new server session transcribes it again.
     buffer_seconds : float
         How much audio may wait for a connection; beyond it the oldest is dropped from the
         stream (it stays in the WAV) and recorded in ``session.gaps``.
@@ -114,6 +123,17 @@ class Transcriber:
     rollover_seconds : float
         Open the next server session this long before the current one expires (3 hours),
         and end the old one, so long sessions go on without a gap.
+    ping_interval, liveness_timeout : float
+        Ping a quiet service after `ping_interval` seconds; a connection from which nothing,
+        not even a pong, came for `liveness_timeout` seconds is dead: reconnect.
+    send_timeout : float
+        A message that cannot leave for this long means the connection is dead.
+    stop_timeout : float
+        The budget of `stop`: sending the last audio, waiting for the final turns and
+        joining every thread.
+    connector : callable, optional
+        Opens connections (see `nbscribe.connection.Connector`); tests pass
+        `nbscribe.testing.FakeService`.
     **param_kwargs
         Connection parameters by name (see `StreamingParams`).
     """
@@ -135,6 +155,11 @@ class Transcriber:
         buffer_seconds: float = 60.0,
         catchup_rate: float = 1.2,
         rollover_seconds: float = 60.0,
+        ping_interval: float = 2.0,
+        liveness_timeout: float = 6.0,
+        send_timeout: float = 10.0,
+        stop_timeout: float = 30.0,
+        connector: Connector | None = None,
         **param_kwargs: Any,
     ) -> None:
         if params is not None and param_kwargs:
@@ -144,40 +169,44 @@ class Transcriber:
         self.frame_ms = frame_ms
         Converter(16000, 1, self.params.sample_rate, frame_ms)  # validates frame_ms early
         self._api_key = resolve_api_key(api_key)
-        self._token = token
+        self._tokens = TokenSource(token)
+        self._has_token = token is not None
         self._local_requested = local
         self.url = url
         self.out_dir = Path(out_dir) if out_dir else None
         self.connect_timeout = connect_timeout
         self.terminate_timeout = terminate_timeout
+        self.ping_interval = ping_interval
+        self.liveness_timeout = liveness_timeout
+        self.send_timeout = send_timeout
+        self.stop_timeout = stop_timeout
+        self._connector = connector
+        self.policy = ReconnectPolicy(enabled=reconnect, rollover_seconds=rollover_seconds)
+        self.outbox = Outbox(frame_ms, int(buffer_seconds * 1000), catchup_rate=catchup_rate)
         self.session = Session()
         self.client: StreamingClient | None = None
         self.local_server: Any = None
         self.error: NbscribeError | None = None
         self.state = "idle"
+        self.reconnects = 0
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
+        self._deadline: float | None = None  # set by stop() before _stop, read by the pump
         self._finished = threading.Event()
         self._pump: threading.Thread | None = None
+        self._events_thread: threading.Thread | None = None
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._retiring: list[tuple[StreamingClient, float]] = []
+        self._connections = 0
         self._t0 = 0.0
-        self.reconnect = reconnect
-        self.buffer_seconds = buffer_seconds
-        self.catchup_rate = catchup_rate
-        self.rollover_seconds = rollover_seconds
-        self.reconnects = 0
         self._first_sent: float | None = None
         self._level = -120.0
-        self._frames = 0  # frames captured: the next one starts at _frames * frame_ms
-        self._unsent: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._unconfirmed: collections.deque[tuple[int, bytes]] = collections.deque()
-        self._confirmed_ms = 0  # the timeline up to here is covered by final turns
-        self._seg_t0 = 0.0
-        self._seg_sent_ms = 0
+        self._audio_seconds = 0.0
         self._bytes_sent = 0
-        self._attempt = 0
-        self._next_attempt = 0.0
-        self._gap: list[int] | None = None
         self._journal: Journal | None = None
+        self._saved = False
+        self._send_terminate = True
 
     def __repr__(self) -> str:
         return (
@@ -192,7 +221,7 @@ class Transcriber:
         """Whether this transcriber streams to nbscribe's local server."""
         if self._local_requested is not None:
             return bool(self._local_requested)
-        return self.url is None and not self._api_key and not self._token
+        return self.url is None and not self._api_key and not self._has_token
 
     @property
     def service_name(self) -> str:
@@ -217,8 +246,10 @@ class Transcriber:
     def on(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(event)` for every server event; return a function that unsubscribes.
 
-        Listeners run on the reader thread, after the session has applied the event. One that
-        raises is logged and the stream goes on.
+        Every listener runs on one thread (the transcriber's events thread), after the session
+        has applied and journaled the event, for the events of every connection in order. One
+        that raises is logged and the stream goes on; one that blocks delays only other
+        listeners and the live session, never the audio or the connection.
         """
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
@@ -234,31 +265,34 @@ class Transcriber:
             Problems known before streaming: the message says what to do. Nothing is left
             running when this raises.
         """
-        if self._pump is not None:
+        if self._pump is not None or self._events_thread is not None:
             raise ConfigError("this transcriber was already started; create a new one")
         self._t0 = time.monotonic()
         self.state = "connecting"
-        try:
-            self._url = self._resolve_url()
-            self._connect()
-        except BaseException as exc:
-            self.state = "error"
-            self._stop_local_server()
-            if isinstance(exc, NbscribeError):
-                self.error = exc
-            raise
         folder = self.out_dir or Path(tempfile.mkdtemp(prefix="nbscribe-"))
         self._wav_path = folder / "audio.wav"
-        self.session.metadata.update(
-            source=self.source.description,
-            service=self.service_name,
-            params=self.params.to_dict(),
-            audio_file=str(self._wav_path),
-        )
+        # The journal is open, and its writer running, before the first event can arrive.
         self._journal = Journal(folder / JOURNAL_NAME)
-        self._journal.meta(**self.session.metadata)
-        for event in self.session.begins:
-            self._journal.event(event, 0, 0)
+        self._events_thread = threading.Thread(target=self._events_main, name="nbscribe-events",
+                                               daemon=True)
+        self._events_thread.start()
+        try:
+            self._url = self._resolve_url()
+            self.session.metadata.update(
+                source=self.source.description,
+                service=self.service_name,
+                params=self.params.to_dict(),
+                audio_file=str(self._wav_path),
+            )
+            self._journal.meta(**self.session.metadata)
+            self._open_connection(replay=False)
+        except BaseException as exc:
+            self.state = "error"
+            if isinstance(exc, NbscribeError):
+                self.error = exc
+            self._end_events(time.monotonic() + 5.0)
+            self._stop_local_server()
+            raise
         opened = threading.Event()
         self._pump = threading.Thread(
             target=self._pump_main, args=(opened,), name="nbscribe-pump", daemon=True
@@ -266,7 +300,7 @@ class Transcriber:
         self._pump.start()
         opened.wait()
         if self.error is not None and self.state == "error":
-            self._pump.join(self.terminate_timeout + 5)
+            self._join(time.monotonic() + self.stop_timeout)
             self._stop_local_server()
             raise self.error
         return self
@@ -282,56 +316,94 @@ class Transcriber:
             return self.local_server.url
         return self.url or DEFAULT_URL
 
-    def _connect(self, replay: bool = True) -> None:
+    def _open_connection(self, replay: bool) -> None:
         """Open a server session; its time zero is the first audio it will get.
 
         With `replay`, audio already sent but not yet covered by a final turn is sent again
         (the server that had it is gone). Raises what `StreamingClient.connect` raises.
         """
-        if replay and self._unconfirmed:
-            self._unsent.extendleft(reversed(self._unconfirmed))
-            self._unconfirmed.clear()
-        offset = self._unsent[0][0] if self._unsent else self._frames * self.frame_ms
-        segment = self.session.new_segment(offset)
+        self._take_confirmations()
+        if replay:
+            self.outbox.rewind()
+        index, offset = self._connections, self.outbox.next_offset_ms()
+
+        def post(event: Event) -> None:  # the connection's reader thread
+            if isinstance(event, Turn) and event.end_of_turn and event.words:
+                self._confirmed.put(offset + event.words[-1].end)
+            self._events.put(("event", index, offset, event))
+
+        local = self.uses_local_server
         client = StreamingClient(
             self._url,
             self.params,
-            api_key=None if self.uses_local_server else self._api_key,
-            token=None if self.uses_local_server else self._next_token(),
-            on_event=functools.partial(self._on_event, segment=segment, offset_ms=offset),
+            api_key=None if local else self._api_key,
+            token=None if local else self._tokens.next(),
+            on_event=post,
             connect_timeout=self.connect_timeout,
             terminate_timeout=self.terminate_timeout,
+            ping_interval=self.ping_interval,
+            liveness_timeout=self.liveness_timeout,
+            send_timeout=self.send_timeout,
+            connector=self._connector,
         )
         client.connect()
+        self._connections += 1
         self.client = client
-        self._seg_t0 = time.monotonic()
-        self._seg_sent_ms = 0
-        self._attempt = 0
+        self.outbox.new_segment()
+        self.policy.connected()
 
-    def _next_token(self) -> str | None:
-        token = self._token
-        if callable(token):
-            return token()
-        if token and self.session.begins:
-            logger.warning("reconnecting with the same temporary token, which the service "
-                           "may refuse (tokens are single-use): pass token=<a function>")
-        return token
+    def _take_confirmations(self) -> None:
+        while True:
+            try:
+                self.outbox.confirm(self._confirmed.get_nowait())
+            except queue.Empty:
+                return
 
-    def _on_event(self, event: Event, segment: int = 0, offset_ms: int = 0) -> None:
-        self.session.apply(event, segment, offset_ms)
-        if self._journal is not None:
-            self._journal.event(event, segment, offset_ms)
-        if isinstance(event, Turn) and event.end_of_turn and event.words:
-            self._confirmed_ms = max(self._confirmed_ms, offset_ms + event.words[-1].end)
+    # -- the events thread --------------------------------------------------------------------
+
+    def _events_main(self) -> None:
+        segments: dict[int, int] = {}  # connection index -> session segment
+        journal = self._journal
+        assert journal is not None
+        try:
+            while True:
+                item = self._events.get()
+                if item is _END:
+                    return
+                kind = item[0]
+                if kind == "event":
+                    _, index, offset, event = item
+                    if index not in segments:
+                        segments[index] = self.session.new_segment(offset)
+                    segment = segments[index]
+                    self.session.apply(event, segment, offset)
+                    journal.event(event, segment, offset)
+                    self._call_listeners(event)
+                elif kind == "gap":
+                    _, start, end, reason = item
+                    self.session.gaps.append((start, end))
+                    journal.gap(start, end, reason)
+                elif kind == "interruption":
+                    self.session.interruptions.append(item[1])
+                    journal.interruption(item[1])
+                elif kind == "audio":
+                    self.session.audio_seconds = item[1]
+        finally:
+            journal.close()
+
+    def _call_listeners(self, event: Event) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event)
             except Exception:
                 logger.exception("a transcriber listener raised; carrying on")
 
+    # -- the pump thread ----------------------------------------------------------------------
+
     def _pump_main(self, opened: threading.Event) -> None:
         source = self.source
         wav: WavWriter | None = None
+        conv: Converter | None = None
         try:
             try:
                 source.start()
@@ -339,24 +411,29 @@ class Transcriber:
             except NbscribeError as exc:
                 self.error = exc
                 self.state = "error"
-                if self.client is not None:
-                    self.client.close(terminate=False)
+                self._send_terminate = False  # nothing was sent: no final turn to wait for
                 return
             finally:
                 opened.set()
             conv = Converter(source.samplerate, source.channels, self.params.sample_rate,
                              self.frame_ms)
             wav = WavWriter(self._wav_path, self.params.sample_rate)
+            reported = 0.0
             while not self._stop.is_set():
-                block = source.read(timeout=0.02 if self._unsent else 0.1)
+                block = source.read(timeout=0.02 if self.outbox.unsent_ms else 0.1)
                 if block is not None:
                     for frame in conv.push(block):
                         self._capture(frame, wav)
                     self._level = conv.level
+                    if self._audio_seconds - reported >= 1.0:
+                        reported = self._audio_seconds
+                        self._events.put(("audio", reported))
                 elif source.finished:
                     break
                 if not self._service():
                     break
+            if self._stop.is_set():
+                self.state = "stopping"
             if source.error:
                 logger.warning("%s", source.error)
                 self.error = self.error or StreamError(source.error)
@@ -368,179 +445,228 @@ class Transcriber:
             logger.exception("the audio pump failed")
             self.error = self.error or StreamError(f"the audio pump failed: {exc!r}")
         finally:
-            source.close()
-            if wav is not None:
-                wav.close()
-            self._close_gap()
-            client = self.client
-            if client is not None:
-                client.close(terminate=client.error is None)
-                lost = self._unsent or self._unconfirmed or not self._recoverable(client)
-                if self.error is None and client.error is not None and lost:
-                    self.error = client.error
-            if self._journal is not None:
-                self._journal.close()
+            _each(source.close,
+                  wav.close if wav is not None else None,
+                  self._close_connections,
+                  lambda: self._post_gaps(close=True))
+            self._events.put(("audio", self._audio_seconds))
             self.state = "error" if self.error else "stopped"
-            self._finished.set()
+            self._events.put(_END)
 
     def _capture(self, frame: bytes, wav: WavWriter) -> None:
         wav.write(frame)  # to disk first: nothing captured is lost
-        self._unsent.append((self._frames * self.frame_ms, frame))
-        self._frames += 1
-        self.session.audio_seconds = wav.seconds
-        while len(self._unsent) * self.frame_ms > self.buffer_seconds * 1000:
-            pos, _ = self._unsent.popleft()  # too long without a connection: a gap
-            if self._gap is not None and self._gap[1] == pos:
-                self._gap[1] = pos + self.frame_ms
-            else:
-                self._close_gap()
-                self._gap = [pos, pos + self.frame_ms]
+        self.outbox.capture(frame)
+        self._audio_seconds = wav.seconds
+        self._post_gaps()
 
-    def _close_gap(self) -> None:
-        if self._gap is None:
-            return
-        start, end = self._gap[0] / 1000, self._gap[1] / 1000
-        self._gap = None
-        self.session.gaps.append((start, end))
-        if self._journal is not None:
-            self._journal.gap(start, end, "no connection for longer than buffer_seconds")
-        logger.warning("audio from %.1f s to %.1f s could not be sent (kept in the WAV)",
-                       start, end)
+    def _post_gaps(self, close: bool = False) -> None:
+        for start, end in self.outbox.take_gaps(close):
+            logger.warning("audio from %.1f s to %.1f s could not be sent (kept in the WAV)",
+                           start, end)
+            self._events.put(("gap", start, end,
+                              "no connection for longer than buffer_seconds"))
 
     def _recoverable(self, client: StreamingClient) -> bool:
         if client.error is None:
             return client.termination is not None or self._stop.is_set()
-        return self.reconnect and is_retryable(client.error.code)
+        return self.policy.retryable(client.error)
 
     def _service(self) -> bool:
         """Keep a connection and send what pacing allows; return False to end the session."""
+        self._take_confirmations()
+        self._retire_step()
         client = self.client
-        if client is not None and not client.connected:
-            if not self._recoverable(client) or not self.reconnect:
+        if client is not None and client.finished:
+            if not self.policy.enabled or not self._recoverable(client):
                 self.error = self.error or client.error or StreamError(
                     "the service ended the session")
                 return False
-            client.close(terminate=False)
-            self.client = None
-            self.reconnects += 1
-            self.state = "reconnecting"
-            buffered = (len(self._unsent) + len(self._unconfirmed)) * self.frame_ms / 1000
-            logger.warning("connection lost (%s); reconnecting, %.1f s of audio to send again",
-                           client.error or "closed", buffered)
+            self._lost(client)
+        now = time.monotonic()
         if self.client is None:
-            if time.monotonic() < self._next_attempt:
+            if not self.policy.may_attempt(now):
                 return True
             try:
-                self._connect()
+                self._open_connection(replay=True)
             except (AuthError, ConfigError) as exc:
                 self.error = exc
                 return False
             except ConnectError as exc:
-                if exc.code is not None and not is_retryable(exc.code):
+                if exc.code is not None and not self.policy.retryable(exc):
                     self.error = exc
                     return False
-                self._attempt += 1
-                delay = min(10.0, 0.5 * 2 ** (self._attempt - 1))
-                self._next_attempt = time.monotonic() + delay
+                delay = self.policy.failed(now)
                 logger.warning("reconnect failed (%s); next try in %.1f s", exc, delay)
                 return True
-            self._close_gap()
+            self._post_gaps(close=True)
             self.state = "streaming"
-        begin = self.client.begin
-        if (begin is not None and begin.expires_at
-                and time.time() > begin.expires_at - self.rollover_seconds):
+        elif (self.policy.rollover_due(self.client.begin, time.time())
+              and self.policy.may_attempt(now)):
             self._rollover()
         self._send_paced()
         return True
+
+    def _lost(self, client: StreamingClient) -> None:
+        """Record a connection that ended unexpectedly; the next round reconnects."""
+        client.close(terminate=False, timeout=1.0)
+        self.client = None
+        self.reconnects += 1
+        self.state = "reconnecting"
+        self._take_confirmations()
+        replay = (self.outbox.unsent_ms + self.outbox.unconfirmed_ms) / 1000
+        at = self.outbox.captured_ms / 1000
+        reason = str(client.error or "the connection closed")
+        logger.warning("connection lost at %.1f s (%s); reconnecting, %.1f s of audio to send "
+                       "again", at, reason, replay)
+        self._events.put(("interruption", {"at": round(at, 3), "reason": reason,
+                                           "resent_seconds": round(replay, 3)}))
 
     def _rollover(self) -> None:
         old = self.client
         assert old is not None
         try:
-            self._connect(replay=False)  # the old session finalises what it has
+            self._open_connection(replay=False)  # the old session finalises what it has
         except NbscribeError as exc:
-            self.client = old
-            logger.warning("could not open the next session before expiry: %s", exc)
+            delay = self.policy.failed(time.monotonic())
+            logger.warning("could not open the next session before expiry (%s); next try in "
+                           "%.1f s", exc, delay)
             return
         logger.info("rolled over to a new server session before the old one expired")
-        old.close(terminate=True)
+        # Never wait here: the pump keeps capturing while the old session finalises.
+        old.terminate()
+        self._retiring.append((old, time.monotonic() + 6 * self.terminate_timeout))
+
+    def _retire_step(self, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for client, deadline in self._retiring:
+            if client.finished and client.join(0.0):
+                continue
+            if force or now > deadline:
+                client.abort()
+            keep.append((client, deadline))
+        self._retiring = keep
 
     def _send_paced(self) -> None:
         client = self.client
         if client is None:
             return
         paced = getattr(self.source, "realtime", True)
-        backlog = len(self._unsent) * self.frame_ms > 1000
-        rate = self.catchup_rate if backlog else 1.0
-        while self._unsent:
-            if self._seg_sent_ms == 0:
-                self._seg_t0 = time.monotonic()  # a server session's clock starts with its audio
-            # Never ahead of real time (faster only to catch up after a reconnect): frame i of
-            # a server session leaves no earlier than i frame-durations after its first one.
-            if paced and self._seg_sent_ms > (time.monotonic() - self._seg_t0) * 1000 * rate:
-                break
-            pos, frame = self._unsent[0]
+        while (frame := self.outbox.due(time.monotonic(), paced)) is not None:
             try:
                 client.send_audio(frame)
             except StreamError:
                 return  # the next round notices the closed connection
             if self._first_sent is None:
                 self._first_sent = time.monotonic()
-            self._unsent.popleft()
-            self._unconfirmed.append((pos, frame))
-            self._seg_sent_ms += self.frame_ms
+            self.outbox.mark_sent()
             self._bytes_sent += len(frame)
-        # Keep for a replay only what no final turn covers yet (and at most 30 s).
-        keep = 30_000 // self.frame_ms
-        while self._unconfirmed and (
-            self._unconfirmed[0][0] + self.frame_ms <= self._confirmed_ms
-            or len(self._unconfirmed) > keep
-        ):
-            self._unconfirmed.popleft()
 
     def _drain(self) -> None:
-        """Send what is left after the source ended, through reconnects (bounded)."""
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline:
+        """Send what is left after the source ended, through reconnects, within the budget."""
+        natural = time.monotonic() + 30.0 + self.outbox.unsent_ms / 1000
+        while True:
+            now = time.monotonic()
+            if now >= min(natural, self._drain_deadline()):
+                break
             client = self.client
-            dead = client is None or not client.connected
-            if not self._unsent and not (dead and self._unconfirmed):
+            dead = client is None or client.finished
+            if not self.outbox.unsent_ms and not (dead and self.outbox.unconfirmed_ms):
                 break
             if not self._service():
                 return
             time.sleep(0.01)
-        if self._unsent:
+        if self.outbox.unsent_ms:
             logger.warning("%.1f s of audio could not be sent before stopping",
-                           len(self._unsent) * self.frame_ms / 1000)
+                           self.outbox.unsent_ms / 1000)
+
+    def _drain_deadline(self) -> float:
+        """Return the stop deadline less what closing the connection needs (or infinity)."""
+        deadline = self._deadline
+        if deadline is None:
+            return float("inf")
+        left = deadline - time.monotonic()
+        return deadline - min(left / 2, 6 * self.terminate_timeout + 1.0)
+
+    def _close_connections(self) -> None:
+        deadline = self._deadline
+        budget = None if deadline is None else max(0.0, deadline - time.monotonic() - 0.5)
+        client = self.client
+        if client is not None:
+            client.close(terminate=self._send_terminate and client.error is None,
+                         timeout=budget)
+            lost = self.outbox.unsent_ms or self.outbox.unconfirmed_ms or not self._recoverable(
+                client)
+            if self.error is None and client.error is not None and lost:
+                self.error = client.error
+        self._retire_step(force=True)
+        for old, _ in self._retiring:
+            old.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- stopping -----------------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the source has ended and the session is closed; return whether it has."""
-        return self._finished.wait(timeout)
+        if self._events_thread is None:
+            return self._finished.is_set()
+        self._events_thread.join(timeout)
+        return not self._events_thread.is_alive()
 
-    def stop(self) -> Session:
+    def stop(self, timeout: float | None = None) -> Session:
         """Stop capturing, send the last audio, wait for the final turns and join all threads.
 
         Idempotent. Errors that happened while streaming are kept in `error` and
         ``session.errors``; call `raise_for_error` to raise them.
 
+        Parameters
+        ----------
+        timeout : float, optional
+            The budget for all of it (default `stop_timeout`): the last audio, ``Terminate``
+            and the joins share one deadline.
+
         Returns
         -------
         Session
-            The finished session.
+            The finished session, saved to `out_dir` (once) when one was given.
         """
-        if self._pump is not None and not self._finished.is_set():
-            self.state = "stopping"
-        self._stop.set()
-        if self._pump is not None:
-            self._pump.join(self.terminate_timeout + 10)
-            if self._pump.is_alive():
-                logger.warning("the audio pump did not stop in time")
-        self._stop_local_server()
-        if self.out_dir is not None and self._pump is not None:
-            self.session.save(str(self.out_dir))
+        deadline = time.monotonic() + (self.stop_timeout if timeout is None else timeout)
+        self.request_stop(deadline)
+        self.finish_stop(deadline)
         return self.session
+
+    def request_stop(self, deadline: float) -> None:
+        """Ask the pump to stop by `deadline` (``time.monotonic()``) and return at once."""
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline = deadline
+        self._stop.set()
+
+    def finish_stop(self, deadline: float) -> bool:
+        """Join the threads by `deadline`, stop an embedded server, save; return if all ended."""
+        ended = self._join(deadline)
+        self._stop_local_server()
+        if ended and self.out_dir is not None and self._pump is not None and not self._saved:
+            self._saved = True
+            self.session.save(str(self.out_dir))
+        elif not ended:
+            logger.warning("the session is not saved: a thread is still running (a listener "
+                           "that blocks?); the journal in %s has every event",
+                           self._wav_path.parent)
+        return ended
+
+    def _join(self, deadline: float) -> bool:
+        threads = [t for t in (self._pump, self._events_thread) if t is not None]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in threads if t.is_alive()]
+        if alive:
+            logger.warning("%s did not end in time", ", ".join(alive))
+            return False
+        self._finished.set()
+        return True
+
+    def _end_events(self, deadline: float) -> None:
+        self._events.put(_END)
+        self._join(deadline)
 
     def raise_for_error(self) -> None:
         """Raise the error that ended the session early, if there was one."""
@@ -557,7 +683,7 @@ class Transcriber:
         return Stats(
             state=self.state,
             elapsed=time.monotonic() - self._t0 if self._t0 else 0.0,
-            audio_seconds=self.session.audio_seconds,
+            audio_seconds=self._audio_seconds,
             bytes_sent=self._bytes_sent,
             level_dbfs=self._level,
             overflows=getattr(self.source, "overflows", 0),
@@ -580,6 +706,18 @@ class Transcriber:
         self._require_client().update_configuration(**fields)
 
     def _require_client(self) -> StreamingClient:
-        if self.client is None or not self.client.connected:
+        client = self.client
+        if client is None or not client.connected:
             raise StreamError("no session is streaming: call start() first")
-        return self.client
+        return client
+
+
+def _each(*steps: Callable[[], object] | None) -> None:
+    """Run every cleanup step, even when an earlier one raises (each failure is logged)."""
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except Exception:
+            logger.exception("a cleanup step failed; carrying on with the others")
