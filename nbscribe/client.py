@@ -131,6 +131,7 @@ class StreamingClient:
         self._closing = False
         self._terminated = False
         self._send_failure: str | None = None
+        self._terminate_pending = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -275,7 +276,7 @@ class StreamingClient:
                 conn.send_text(data)  # type: ignore[arg-type]
         except ConnectionLost as exc:
             # The reader records why the connection ended; wake it if it is still waiting.
-            self._send_failure = str(exc)
+            self._send_failure = self._send_failure or str(exc)  # the first cause
             conn.abort()
             raise StreamError(f"the connection broke while sending: {exc}", 1006) from None
 
@@ -322,6 +323,8 @@ class StreamingClient:
                     self._fail(1006, describe_code(1006, self._send_failure or str(exc)))
                 return
             now = time.monotonic()
+            if self._terminate_pending:
+                self._send_terminate(conn)
             if item is None:
                 quiet = now - last_rx
                 if self.liveness_timeout and quiet > self.liveness_timeout:
@@ -365,12 +368,18 @@ class StreamingClient:
 
     # -- closing ------------------------------------------------------------------------------
 
-    def terminate(self) -> None:
-        """Send ``Terminate`` (once) and return at once; the reader ends after ``Termination``.
+    def terminate(self, by_reader: bool = False) -> None:
+        """Send ``Terminate`` (once); the reader ends after ``Termination``.
 
         The server finalises the open turn first. Use `close` to also wait for it, or poll
-        `finished` and call `abort` at a deadline of your own (as the transcriber does when it
-        rolls over to a new session, so that capture never waits).
+        `finished` and call `abort` at a deadline of your own.
+
+        Parameters
+        ----------
+        by_reader : bool
+            Leave the sending to the reader thread (within half a second) and return at once,
+            even if the connection is wedged: the transcriber does this when it rolls over to
+            a new session, so that capture never waits on the old one.
         """
         with self._lock:
             if self._terminated:
@@ -380,6 +389,13 @@ class StreamingClient:
         if conn is None or self._done.is_set():
             return
         self._last_message_at = time.monotonic()
+        if by_reader:
+            self._terminate_pending = True
+        else:
+            self._send_terminate(conn)
+
+    def _send_terminate(self, conn: Connection) -> None:
+        self._terminate_pending = False
         try:
             conn.send_text(encode_terminate())
         except ConnectionLost:
@@ -424,7 +440,8 @@ class StreamingClient:
             return True
         if terminate and not self._done.is_set():
             self.terminate()
-            self._await_termination(deadline)
+            # leave part of the budget for the reader to end once it is woken
+            self._await_termination(deadline - min(1.0, budget / 4))
         self.abort()
         ended = self.join(max(0.0, deadline - time.monotonic()))
         if not ended:

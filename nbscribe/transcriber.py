@@ -533,7 +533,7 @@ class Transcriber:
             return
         logger.info("rolled over to a new server session before the old one expired")
         # Never wait here: the pump keeps capturing while the old session finalises.
-        old.terminate()
+        old.terminate(by_reader=True)
         self._retiring.append((old, time.monotonic() + 6 * self.terminate_timeout))
 
     def _retire_step(self, force: bool = False) -> None:

@@ -1,0 +1,266 @@
+"""Quiet faults, arranged deterministically with the connection seam (`nbscribe.testing`).
+
+A service that goes silent, sends that block, a Termination that never comes, a wedged reader,
+a rollover whose old session hangs: each is scripted at an exact frame, and the tests wait on
+conditions with deadlines, never on a sleep. The audio numbers its frames (every sample of
+frame k is k), so the service knows exactly which audio it received.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from nbscribe import ArraySource, Transcriber
+from nbscribe.journal import load_session
+from nbscribe.testing import FakeConnection, FakeService, Script
+
+from .test_faults import KEY, check_timeline, numbered_audio
+
+FAST = {"ping_interval": 0.1, "liveness_timeout": 0.6, "terminate_timeout": 1.0}
+
+
+class Numbered(Script):
+    """A final turn per 10 frames it receives, naming them (``fA-B``); ``faults[i](conn, n)``
+    runs on connection i after its n-th frame."""
+
+    def __init__(self, faults: dict | None = None, expires_in: float = 10800,
+                 answer_terminate: bool = True) -> None:
+        self.faults = faults or {}
+        self.expires_in = expires_in
+        self.answer_terminate = answer_terminate
+        self.frames: dict[int, list[int]] = {}  # frames received, per connection index
+        self.finals: list[str] = []
+        self.index: dict[int, int] = {}
+
+    def on_open(self, conn: FakeConnection) -> None:
+        self.index[id(conn)] = len(self.index)
+        self.frames[self.index[id(conn)]] = []
+        super().on_open(conn)
+        self.expires_in = 10800  # only the first server session expires early
+
+    def on_audio(self, conn: FakeConnection, data: bytes) -> None:
+        i = self.index[id(conn)]
+        frames = self.frames[i]
+        frames.append(int(np.frombuffer(data, "<i2")[0]))
+        if len(frames) % 10 == 0:
+            self._final(conn, frames, len(frames) - 10, len(frames))
+        fault = self.faults.get(i)
+        if fault is not None:
+            fault(conn, len(frames))
+
+    def on_terminate(self, conn: FakeConnection) -> None:
+        if not self.answer_terminate:
+            return
+        frames = self.frames[self.index[id(conn)]]
+        done = len(frames) - len(frames) % 10
+        if len(frames) > done:
+            self._final(conn, frames, done, len(frames))
+        super().on_terminate(conn)
+
+    def _final(self, conn: FakeConnection, frames: list[int], a: int, b: int) -> None:
+        text = f"f{frames[a]}-{frames[b - 1]}"
+        order = a // 10
+        words = [{"start": a * 50, "end": b * 50, "text": text, "confidence": 0.9,
+                  "word_is_final": True}]
+        conn.send({"type": "Turn", "turn_order": order, "turn_is_formatted": True,
+                   "end_of_turn": True, "transcript": text, "end_of_turn_confidence": 1.0,
+                   "words": words, "utterance": text})
+        self.finals.append(text)
+
+    def answered(self) -> set[int]:
+        """Frames received by connections that were not silent when they received them."""
+        return {f for frames in self.frames.values() for f in frames}
+
+
+def at_frame(n: int, action):
+    return lambda conn, count: action(conn) if count == n else None
+
+
+def covered(session) -> set[int]:
+    out: set[int] = set()
+    for text in session.turns.text:
+        a, b = map(int, text[1:].split("-"))
+        out |= set(range(a, b + 1))
+    return out
+
+
+def nbscribe_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("nbscribe-")
+            and not t.name.startswith("nbscribe-server")}
+
+
+def test_a_service_that_goes_silent_mid_turn_is_replaced_and_nothing_is_lost(tmp_path):
+    n = 240  # 12 s; the service stops answering at 5 s (frame 100), mid-turn (after 105)
+    script = Numbered({0: at_frame(105, lambda c: c.go_silent())})
+    service = FakeService(script)
+    tr = Transcriber(ArraySource(numbered_audio(n), 16000, realtime=True), api_key=KEY,
+                     connector=service, out_dir=tmp_path, **FAST)
+    tr.start()
+    assert tr.wait(60)
+    session = tr.stop()
+    assert tr.error is None, tr.error
+    assert tr.reconnects == 1 and len(service.connections) == 2
+    silent = service.connections[0]
+    # detected within the liveness timeout (plus a reader tick), not by a Turn that never came
+    lost_at = session.interruptions[0]["at"]
+    assert "sent nothing, not even a pong" in session.interruptions[0]["reason"]
+    assert lost_at - 105 * 0.05 <= FAST["liveness_timeout"] + 0.5
+    # every audio frame reached a server session that answered, and a final turn covers it
+    assert covered(session) == set(range(1, n + 1))
+    assert script.answered() >= set(range(1, n + 1))
+    assert sorted(session.turns.text) == sorted(script.finals)
+    check_timeline(session)
+    assert session.gaps == []
+    assert silent.closed.is_set()
+    again = load_session(tmp_path)
+    assert again.interruptions == session.interruptions
+    print(f"\n[liveness] silent at 5.25 s; lost at {lost_at:.2f} s of audio "
+          f"(liveness_timeout {FAST['liveness_timeout']} s); "
+          f"{session.interruptions[0]['resent_seconds']:.2f} s resent; no gap")
+
+
+def test_sends_that_block_count_as_a_dead_connection():
+    # The service stops reading (its socket buffer is full): with pings off, only the send
+    # deadline can notice.
+    script = Numbered({0: at_frame(30, lambda c: c.go_silent(stop_reading=True))})
+    service = FakeService(script, send_timeout=0.5)
+    tr = Transcriber(ArraySource(numbered_audio(80), 16000, realtime=True), api_key=KEY,
+                     connector=service, ping_interval=0, liveness_timeout=0,
+                     terminate_timeout=1.0)
+    tr.start()
+    assert tr.wait(60)
+    session = tr.stop()
+    assert tr.error is None, tr.error
+    assert tr.reconnects == 1
+    assert "could not be sent for 0.5 s" in session.interruptions[0]["reason"]
+    assert covered(session) == set(range(1, 81))
+    check_timeline(session)
+
+
+def test_liveness_does_not_drop_a_quiet_but_healthy_service():
+    # Silence from the service (no turns) for far longer than the liveness timeout: the
+    # pongs keep the connection alive.
+    service = FakeService(Script())
+    tr = Transcriber(ArraySource(numbered_audio(60), 16000, realtime=True), api_key=KEY,
+                     connector=service, **FAST)
+    tr.start()
+    assert tr.wait(30)
+    tr.stop()
+    assert tr.error is None and tr.reconnects == 0
+    assert service.connections[0].pings >= 5
+
+
+def test_stop_when_termination_never_comes_returns_within_its_budget(tmp_path, monkeypatch):
+    saves = []
+    from nbscribe.session import Session
+
+    real_save = Session.save
+    monkeypatch.setattr(Session, "save", lambda self, *a, **k: (saves.append(1),
+                                                                 real_save(self, *a, **k)))
+    script = Numbered(answer_terminate=False)
+    service = FakeService(script)
+    before = nbscribe_threads()
+    tr = Transcriber(ArraySource(numbered_audio(2000), 16000, realtime=True), api_key=KEY,
+                     connector=service, out_dir=tmp_path, terminate_timeout=30,
+                     ping_interval=0.1, liveness_timeout=60)
+    tr.start()
+    assert service.wait_for(lambda: len(script.finals) >= 2)
+    t0 = time.monotonic()
+    session = tr.stop(timeout=2.0)
+    took = time.monotonic() - t0
+    assert took < 2.5, took
+    assert nbscribe_threads() - before == set()  # every thread it started has ended
+    tr.stop(timeout=2.0)  # idempotent: saved once
+    assert saves == [1]
+    assert (tmp_path / "session.json").exists()
+    assert set(script.finals) <= set(session.turns.text)
+    assert service.connections[0].messages[-1] == {"type": "Terminate"}
+    print(f"\n[stop] no Termination: stop(timeout=2.0) returned in {took:.2f} s, "
+          "threads joined, saved once")
+
+
+def test_stop_with_a_wedged_reader_returns_within_its_budget():
+    script = Numbered(answer_terminate=False)
+    service = FakeService(script)
+    before = nbscribe_threads()
+    tr = Transcriber(ArraySource(numbered_audio(2000), 16000, realtime=True), api_key=KEY,
+                     connector=service, terminate_timeout=30, ping_interval=0,
+                     liveness_timeout=0)
+    tr.start()
+    assert service.wait_for(lambda: len(script.finals) >= 1)
+    conn = service.connections[0]
+    conn.hold("recv")  # the reader blocks inside recv and never comes out by itself
+    assert conn.reached["recv"].wait(5)
+    t0 = time.monotonic()
+    tr.stop(timeout=1.5)
+    took = time.monotonic() - t0
+    assert took < 2.0, took
+    assert nbscribe_threads() - before == set()
+    assert tr.state == "stopped"
+
+
+def test_rollover_never_stalls_capture_on_the_old_session():
+    # The old session expires; its Terminate is held (a wedged old connection). The pump
+    # must go on sending to the new session meanwhile.
+    script = Numbered(expires_in=1.0)
+    service = FakeService(script)
+    tr = Transcriber(ArraySource(numbered_audio(200), 16000, realtime=True), api_key=KEY,
+                     connector=service, rollover_seconds=0.5, **FAST)
+    tr.start()
+    assert service.wait_for(lambda: len(service.connections) >= 1)
+    old = service.connections[0]
+    old.hold("send_text")  # the old connection's Terminate gets stuck
+    assert service.wait_for(lambda: len(service.connections) >= 2, 10)
+    new = service.connections[1]
+    assert old.reached["send_text"].wait(5)
+    got = len(new.audio)
+    # while the old connection is stuck, the new one keeps getting audio
+    assert service.wait_for(lambda: len(new.audio) >= got + 20, 5)
+    assert not old.closed.is_set()  # still stuck
+    old.release("send_text")
+    assert tr.wait(30)
+    session = tr.stop()
+    assert tr.error is None
+    flat = [f for frames in script.frames.values() for f in frames]
+    assert sorted(flat) == list(range(1, 201))  # contiguous: nothing lost, nothing twice
+    check_timeline(session)
+
+
+def test_every_event_reaches_listeners_on_one_thread_begin_included():
+    script = Numbered({0: at_frame(25, lambda c: c.drop())})
+    service = FakeService(script)
+    seen: list[tuple[str, str]] = []
+    tr = Transcriber(ArraySource(numbered_audio(60), 16000, realtime=True), api_key=KEY,
+                     connector=service, **FAST)
+    tr.on(lambda e: seen.append((type(e).__name__, threading.current_thread().name)))
+    tr.start()
+    assert tr.wait(30)
+    tr.stop()
+    assert [k for k, _ in seen].count("Begin") == 2  # one per connection
+    assert seen[0][0] == "Begin"
+    assert {name for _, name in seen} == {"nbscribe-events"}
+
+
+def test_cleanups_all_run_when_one_raises(tmp_path):
+    class BadClose(ArraySource):
+        def close(self):
+            super().close()
+            raise RuntimeError("close failed")
+
+    service = FakeService(Numbered())
+    tr = Transcriber(BadClose(numbered_audio(30), 16000, realtime=True), api_key=KEY,
+                     connector=service, out_dir=tmp_path, **FAST)
+    tr.start()
+    assert tr.wait(30)
+    session = tr.stop()
+    conn = service.connections[0]
+    assert conn.messages[-1] == {"type": "Terminate"}  # the connection was still closed
+    assert conn.closed.is_set()
+    import soundfile as sf
+
+    assert sf.info(tmp_path / "audio.wav").duration == pytest.approx(1.5, abs=0.06)
+    assert len(session) == 3
