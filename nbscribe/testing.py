@@ -225,7 +225,7 @@ class FakeConnection:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """The client's reader closed its end."""
+        """Close the client's end (its reader does this at its end)."""
         self.abort()
         self.closed.set()
 

@@ -8,6 +8,7 @@ frame k is k), so the service knows exactly which audio it received.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -264,3 +265,107 @@ def test_cleanups_all_run_when_one_raises(tmp_path):
 
     assert sf.info(tmp_path / "audio.wav").duration == pytest.approx(1.5, abs=0.06)
     assert len(session) == 3
+
+
+# -- the same fault on real sockets ----------------------------------------------------------
+
+
+def test_cli_survives_a_network_that_goes_silent_mid_turn(tmp_path):
+    """The issue's case: a 12 s stream whose service stops answering at 5 s, default settings.
+
+    Real WebSocket server, real client, and a proxy that swallows everything from 5 s on
+    (no close, no pong). The CLI must notice, reconnect, resend, and exit 0 with everything.
+    """
+    import json
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from .netfaults import BlackholeProxy
+    from .scripted_server import ScriptedServer
+    from .test_faults import Numbered as RealNumbered
+
+    n = 240
+    wav = tmp_path / "numbered.wav"
+    sf.write(wav, numbered_audio(n), 16000, subtype="PCM_16")
+    script = RealNumbered([])
+    out = tmp_path / "out"
+    with ScriptedServer(script) as server, BlackholeProxy(server.port) as proxy:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbscribe.cli", "transcribe", "--file", str(wav), "--url",
+             proxy.url, "--api-key", KEY, "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not script.received or len(script.received[0]) < 105:  # 5.25 s: mid-turn
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.005)
+        proxy.blackhole(0)
+        silent_at = time.monotonic()
+        _stdout, stderr = proc.communicate(timeout=90)
+        reconnected_at = server.sessions[1].opened_at if len(server.sessions) > 1 else None
+    assert proc.returncode == 0, stderr
+    assert reconnected_at is not None
+    detected = reconnected_at - silent_at
+    assert detected < 10.0, detected
+    saved = json.loads((out / "session.json").read_text())
+    texts = [t["text"] for t in saved["turns"]]
+    got = set()
+    for text in texts:
+        a, b = map(int, text[1:].split("-"))
+        got |= set(range(a, b + 1))
+    assert got == set(range(1, n + 1))  # every audio second is in a final turn
+    assert set(texts) <= set(script.finals)
+    assert saved["gaps"] == []
+    assert len(saved["interruptions"]) == 1
+    assert "1 connection lost and replaced" in stderr
+    print(f"\n[liveness, real sockets] silent at 5.25 s; reconnected {detected:.2f} s later "
+          f"(ping 2 s, liveness 6 s); {len(texts)} final turns cover all {n * 0.05:.0f} s; "
+          "exit 0")
+
+
+def test_a_real_send_that_cannot_leave_fails_at_its_deadline():
+    """WebSocketConnection: a peer that never reads; the socket buffer fills; the send gives
+    up at send_timeout instead of blocking forever."""
+    import base64
+    import hashlib
+
+    import websocket
+
+    from nbscribe.connection import ConnectionLost, WebSocketConnection
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted = []
+
+    def handshake() -> None:
+        conn, _ = server.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        accepted.append(conn)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = next(line.split(b": ")[1] for line in request.split(b"\r\n")
+               if line.lower().startswith(b"sec-websocket-key"))
+        accept = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        # ...and never read again
+
+    t = threading.Thread(target=handshake, daemon=True)
+    t.start()
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/", timeout=5,
+                                     sockopt=[(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)])
+    conn = WebSocketConnection(ws, send_timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionLost, match=r"could not be sent for 0\.5 s"):
+        for _ in range(10_000):  # 16 MB at most; the buffers hold far less
+            conn.send_binary(b"\0" * 1600)
+    took = time.monotonic() - t0
+    conn.close()
+    for c in accepted:
+        c.close()
+    server.close()
+    t.join(5)
+    assert took < 5.0
