@@ -100,7 +100,7 @@ class TurnRecord:
 class Session:
     """Turns, words, speakers and errors of one transcription, as they arrive.
 
-    Use `apply` to feed events (the transcriber does this from its reader thread); read `turns`
+    Use `apply` to feed events (the transcriber does this from its events thread); read `turns`
     and `words` as pandas DataFrames at any time.
     """
 

@@ -4,7 +4,7 @@ Threads: button handlers run on the kernel's thread and return at once. Each Sta
 *session thread*, which starts the `Transcriber`, then refreshes the live widgets at
 ``update_hz`` (the only writer of those widgets while a session runs: updates are coalesced,
 never one per event) and, when the session ends, stops it and flushes the final state. The
-transcriber's reader thread only bumps a counter. Widget values set from a thread reach the
+transcriber's events thread only bumps a counter. Widget values set from a thread reach the
 browser under ipykernel 6 and 7 (measured); printing from threads does not, so nothing here
 prints.
 
@@ -127,7 +127,7 @@ class Panel:
         self._local_server: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._version = 0  # bumped by the reader thread on every transcript change
+        self._version = 0  # bumped by the events thread on every transcript change
         self._build(file, device, source, service, out_dir)
 
     # -- layout -------------------------------------------------------------------------------
@@ -366,7 +366,7 @@ class Panel:
         return self._local_server.url
 
     def _on_event(self, event: Event) -> None:
-        # The reader thread: count, never touch widgets.
+        # The transcriber's events thread: count, never touch widgets.
         if isinstance(event, Turn):
             self._version += 1
 

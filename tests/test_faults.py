@@ -199,8 +199,12 @@ def test_kill_9_then_load_keeps_every_final(tmp_path):
         while len(server_script.finals) < 4:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
-        time.sleep(0.5)  # let the client receive and journal them
         sent_before = list(server_script.finals)
+        journal = out / "events.jsonl"
+        while not journal.exists() or not all(f'"transcript":"{t}"' in journal.read_text()
+                                              for t in sent_before):
+            assert time.monotonic() < deadline, "the finals were never journaled"
+            time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     session = load_session(out)
@@ -219,7 +223,7 @@ def test_the_key_never_appears_in_any_output(tmp_path, caplog):
         tr = Transcriber(ArraySource(numbered_audio(40), 16000, realtime=True), url=server.url,
                          api_key=KEY, out_dir=tmp_path)
         tr.start()
-        tr.wait(30)
+        assert tr.wait(30)
         session = tr.stop()
     assert tr.error is not None and tr.error.code == 1008
     # every log line of the client side (nbscribe, websocket-client); the scripted server's
