@@ -256,6 +256,29 @@ def test_a_client_that_stops_reading_cannot_wedge_its_session(fakes, server_log,
         ws.shutdown()
 
 
+def test_stop_does_not_wait_for_a_client_that_stopped_reading(fakes, server_log):
+    before = set(threading.enumerate())
+    fakes.reply = [{"type": "Turn", "transcript": "x" * 2**20}] * 8
+    # no pings, no send bound: only stop() itself can get rid of this connection
+    srv = LocalServer(ServerConfig(port=0, max_rate=None, ping_interval=None, send_timeout=None,
+                                   close_timeout=1.0), engine=FakeModel()).start()
+    try:
+        ws = connect(srv)
+        ws.send_binary(CHUNK)
+        (conn,) = srv._holder["server"].all_connections
+        assert wait_until(lambda: conn.transport.get_write_buffer_size() > 2**16, 10)  # paused
+        assert srv.active_sessions == 1  # stuck writing
+    finally:
+        begun = time.monotonic()
+        srv.stop()
+    elapsed = time.monotonic() - begun
+    print(f"\nstop() with a client that stopped reading: {elapsed:.2f} s (close_timeout=1 s)")
+    assert elapsed < 3, elapsed
+    assert not [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert server_log("did not close within 1 s")
+    ws.shutdown()
+
+
 # -- a client that is there but quiet --------------------------------------------------------
 
 

@@ -547,6 +547,19 @@ async def _fail(conn: ServerConnection, exc: _SessionError, timeout: float) -> N
     await _bounded_close(conn, send_and_close(), timeout)
 
 
+async def _shut_down(server: Server, timeout: float) -> None:
+    """Close the server; drop the connections still open after `timeout` seconds."""
+    server.close()  # sends every connection a close 1001
+    try:
+        await asyncio.wait_for(asyncio.shield(server.wait_closed()), timeout)
+    except asyncio.TimeoutError:
+        stuck = list(server.all_connections)
+        logger.info("dropping %d connection(s) that did not close within %g s",
+                    len(stuck), timeout)
+        for conn in stuck:
+            conn.transport.abort()
+
+
 async def _serve(config: ServerConfig, engine: WhisperEngine,
                  ready: threading.Event | None = None, holder: dict | None = None) -> None:
     app = _App(config, engine)
@@ -633,11 +646,15 @@ class LocalServer:
         return self
 
     def stop(self) -> None:
-        """Close every session and the server, and join its thread (idempotent)."""
+        """Close every session and the server, and join its thread (idempotent).
+
+        Connections whose closing handshake takes over ``close_timeout`` (a client that
+        stopped reading) are dropped.
+        """
         server: Server | None = self._holder.pop("server", None)
         loop = self._holder.get("loop")
         if server is not None and loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(server.close)
+            asyncio.run_coroutine_threadsafe(_shut_down(server, self.config.close_timeout), loop)
         if self._thread is not None:
             self._thread.join(15)
             self._thread = None
