@@ -240,6 +240,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         device=args.compute_device,
         max_rate=None if args.allow_fast else args.max_rate,
         max_sessions=args.max_sessions,
+        ping_interval=args.ping_interval or None,
+        ping_timeout=args.ping_timeout or None,
     )
     serve_forever(config)
     return 0
@@ -289,6 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse audio faster than this multiple of real time (3007)")
     p.add_argument("--allow-fast", action="store_true", help="accept audio at any speed")
     p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--ping-interval", type=float, default=5.0, metavar="S",
+                   help="ping each client every S seconds (0: never)")
+    p.add_argument("--ping-timeout", type=float, default=10.0, metavar="S",
+                   help="end a session whose client has not answered a ping within S seconds "
+                   "(0: keep pinging, never end)")
     p.set_defaults(func=_cmd_serve)
     return parser
 

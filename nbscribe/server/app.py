@@ -15,6 +15,15 @@ official SDKs, and nbscribe's own client. What it does, per the protocol:
 
 One event loop thread serves every connection; decoding runs on a worker pool so that audio keeps
 being received while Whisper works.
+
+Liveness: each session pings its client every ``ping_interval`` seconds and ends when no pong comes
+back within ``ping_timeout`` (a laptop that slept, a NAT that forgot the connection: the TCP
+connection looks open but nothing arrives). This does not depend on audio: a client that answers
+pings may pause its audio (only ``inactivity_timeout`` ends that). Sends to a client that stopped
+reading are bounded by ``send_timeout``, the closing handshake by ``close_timeout``. However a
+session ends, everything it started ends with it: no queued audio is decoded and no decode is
+submitted any more (one already running in the pool finishes, and its results are dropped), its
+place under ``max_sessions`` is free at once, and one INFO line gives the reason.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import http
 import json
 import logging
@@ -30,6 +40,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -81,6 +92,20 @@ class ServerConfig:
         A session's maximum duration (3 hours, as the service's); ``Begin.expires_at``.
     settings : EngineSettings
         Turn-detection defaults.
+    ping_interval : float or None
+        Seconds between the WebSocket pings each session sends its client; ``None`` or 0 sends
+        none (and so never notices a client that vanished without closing).
+    ping_timeout : float or None
+        A session whose client does not answer a ping within this many seconds ends ("no
+        pong"), so a vanished client is found within ``ping_interval + ping_timeout``. ``None``
+        or 0 keeps pinging (which keeps NATs open) without waiting for pongs. Every WebSocket
+        client answers pings while it reads (websocket-client, ``websockets``, the official
+        SDKs, browsers); pongs, not audio, show that the client is there.
+    send_timeout : float or None
+        A message that cannot be written within this many seconds (the client stopped reading
+        and the buffers are full) ends the session; ``None`` or 0 waits forever.
+    close_timeout : float
+        Seconds the closing handshake may take before the connection is dropped.
     """
 
     host: str = "127.0.0.1"
@@ -92,6 +117,10 @@ class ServerConfig:
     max_sessions: int = 8
     max_session_seconds: int = 10800
     settings: EngineSettings = dataclasses.field(default_factory=EngineSettings)
+    ping_interval: float | None = 5.0
+    ping_timeout: float | None = 10.0
+    send_timeout: float | None = 10.0
+    close_timeout: float = 2.0
 
     def validate(self) -> None:
         """Refuse an open bind without a key, and impossible limits."""
@@ -104,12 +133,28 @@ class ServerConfig:
             raise ConfigError("max_sessions must be at least 1")
         if self.max_rate is not None and self.max_rate < 1:
             raise ConfigError("max_rate must be at least 1 (real time), or None")
+        for name in ("ping_interval", "ping_timeout", "send_timeout"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be positive, or 0/None to turn it off")
+        if self.close_timeout <= 0:
+            raise ConfigError("close_timeout must be positive")
 
 
 class _SessionError(Exception):
+    """A protocol error: sent as an ``Error`` frame, then a close with the same code."""
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _ClientGone(Exception):
+    """The client stopped answering or reading: drop the connection without a handshake."""
+
+
+class _Ended(Exception):
+    """The session is over: the task that raises it stops quietly."""
 
 
 class _App:
@@ -189,7 +234,8 @@ class _App:
             if self.sessions >= self.config.max_sessions:
                 raise _SessionError(3009, _ERRORS[3009])
         except _SessionError as exc:
-            await _fail(conn, exc)
+            logger.info("refused a session: error %s: %s", exc.code, exc)
+            await _fail(conn, exc, self.config.close_timeout)
             return
         self.sessions += 1
         session = _Session(self, conn, params, max_seconds)
@@ -200,6 +246,13 @@ class _App:
 
 
 class _Session:
+    """One streaming session: a receiver, a decoding worker, a watchdog and a liveness check.
+
+    The tasks end the session through `_end`, which records the first reason only, frees the
+    session's place under ``max_sessions`` and wakes `run`; `run` then cancels every task and
+    closes the connection as the reason requires.
+    """
+
     def __init__(self, app: _App, conn: ServerConnection, params: StreamingParams,
                  max_seconds: int) -> None:
         self.app = app
@@ -215,53 +268,131 @@ class _Session:
         self.last_activity = time.monotonic()
         bytes_per_sample = 1 if params.encoding == "pcm_mulaw" else 2
         self.bytes_per_second = params.sample_rate * bytes_per_sample
+        self.terminating = False  # Terminate received, or idle: the worker flushes and ends
+        self.ended = False
+        self.end_reason = ""
+        self._end_error: _SessionError | None = None
+        self._end_close: int | None = None
+        self._end_abort = False
+        self._done = asyncio.Event()
         self._released = False
 
     def release(self) -> None:
-        """Free this session's place under max_sessions.
-
-        Called as soon as the session is over, before the closing handshake, which a slow
-        client may drag out.
-        """
+        """Free this session's place under max_sessions (idempotent)."""
         if not self._released:
             self._released = True
             self.app.sessions -= 1
 
+    def _end(self, reason: str, *, error: _SessionError | None = None,
+             close: int | None = None, abort: bool = False) -> None:
+        """End the session now; only the first call counts.
+
+        Parameters
+        ----------
+        reason : str
+            For the log line.
+        error : _SessionError, optional
+            Send it as an ``Error`` frame and close with its code.
+        close : int, optional
+            Close with this code (after ``Termination``).
+        abort : bool
+            Drop the TCP connection without a closing handshake (the client is gone).
+        """
+        if self.ended:
+            return
+        self.ended = True
+        self.end_reason = reason
+        self._end_error, self._end_close, self._end_abort = error, close, abort
+        self.release()
+        self._done.set()
+
     async def run(self) -> None:
-        await self.conn.send(json.dumps({
-            "type": "Begin",
-            "id": self.id,
-            "expires_at": self.expires_at,
-            "configuration": {
-                "model": self.params.speech_model,
-                "mode": self.params.mode,
-                "api_version": API_VERSION,
-                "speaker_labels": bool(self.params.speaker_labels),
-                "engine": self.app.engine.describe(),
-            },
-        }))
-        worker = asyncio.create_task(self._work())
-        watchdog = asyncio.create_task(self._watch())
+        """Serve the session until it ends, then stop everything it started."""
+        tasks: list[asyncio.Task[None]] = []
         try:
-            await self._receive()
-            await worker
-        except _SessionError as exc:
-            self.release()
-            await _fail(self.conn, exc)
-        except ConnectionClosed:
-            pass
+            await self._guard(self._send({
+                "type": "Begin",
+                "id": self.id,
+                "expires_at": self.expires_at,
+                "configuration": {
+                    "model": self.params.speech_model,
+                    "mode": self.params.mode,
+                    "api_version": API_VERSION,
+                    "speaker_labels": bool(self.params.speaker_labels),
+                    "engine": self.app.engine.describe(),
+                },
+            }))
+            if not self.ended:
+                tasks = [asyncio.create_task(self._guard(job)) for job in
+                         (self._receive(), self._work(), self._watch(), self._liveness())]
+                await self._done.wait()
         finally:
-            self.release()
-            for task in (worker, watchdog):
+            self._end("the server stopped the session")  # no-op when a reason was given
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(worker, watchdog, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._close()
+            logger.info("session %s ended after %.1f s (%.1f s of audio): %s", self.id,
+                        time.time() - self.started, self.audio_seconds, self.end_reason)
+
+    async def _close(self) -> None:
+        timeout = self.app.config.close_timeout
+        if self._end_abort:
+            self.conn.transport.abort()
+        elif self._end_error is not None:
+            await _fail(self.conn, self._end_error, timeout)
+        elif self._end_close is not None:
+            await _bounded_close(self.conn, self.conn.close(self._end_close), timeout)
+
+    async def _guard(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run one of the session's jobs, turning how it fails into the session's end."""
+        try:
+            await job
+        except _Ended:
+            pass
+        except _SessionError as exc:
+            self._end(f"error {exc.code}: {exc}", error=exc)
+        except _ClientGone as exc:
+            self._end(str(exc), abort=True)
+        except ConnectionClosed:
+            self._end(_closed_reason(self.conn))
+        except Exception as exc:
+            logger.exception("session %s failed", self.id)
+            self._end(f"internal error: {exc!r}",
+                      error=_SessionError(3005, f"{_ERRORS[3005]}: internal server error"))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Send a message, unless the session is over; bounded by ``send_timeout``."""
+        if self.ended:
+            raise _Ended
+        limit = self.app.config.send_timeout or None
+        try:
+            await asyncio.wait_for(self.conn.send(json.dumps(message)), limit)
+        except asyncio.TimeoutError:
+            raise _ClientGone(f"client stopped reading (a send was stuck for {limit:g} s)"
+                              ) from None
+
+    async def _decode(self, call: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Run an engine call in the pool; never for a session that is over.
+
+        A call still running when the session ends finishes in its thread (the engine is not
+        interruptible) and its messages are dropped.
+        """
+        if self.ended:
+            raise _Ended
+        messages = await asyncio.get_running_loop().run_in_executor(self.app.pool, call)
+        if self.ended:
+            raise _Ended
+        return messages
 
     async def _receive(self) -> None:
         async for data in self.conn:
+            if self.terminating:
+                continue  # read on only to see the client's close
             self.last_activity = time.monotonic()
             if isinstance(data, bytes):
                 self._check_audio(data)
-                await self.queue.put(("audio", data))
+                self.queue.put_nowait(("audio", data))
                 continue
             try:
                 msg = json.loads(data)
@@ -271,10 +402,10 @@ class _Session:
                 raise _SessionError(3006, f"Invalid Message: {data[:200]}")
             kind = msg.get("type")
             if kind == "Terminate":
-                await self.queue.put(("terminate", None))
-                return
-            if kind == "ForceEndpoint":
-                await self.queue.put(("force", None))
+                self.terminating = True
+                self.queue.put_nowait(("terminate", "terminated by the client"))
+            elif kind == "ForceEndpoint":
+                self.queue.put_nowait(("force", None))
             elif kind == "KeepAlive":
                 pass
             elif kind == "UpdateConfiguration":
@@ -283,10 +414,10 @@ class _Session:
                     self.params = merge_update(self.params, fields)
                 except (ConfigError, TypeError) as exc:
                     raise _SessionError(3006, f"User Input Validation Error: {exc}") from None
-                await self.queue.put(("update", self.params))
+                self.queue.put_nowait(("update", self.params))
             else:
                 raise _SessionError(3006, f"Invalid Message Type: {kind}")
-        raise ConnectionClosed(None, None)  # the client went away without Terminate
+        self._end(_closed_reason(self.conn))  # closed normally, without Terminate or after it
 
     def _check_audio(self, data: bytes) -> None:
         if self.params.encoding == "pcm_s16le" and len(data) % 2:
@@ -306,8 +437,6 @@ class _Session:
                                       f"{self.audio_seconds:.1f} sec. audio in {elapsed:.1f} sec")
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        pool = self.app.pool
         while True:
             kind, value = await self.queue.get()
             if kind == "audio":
@@ -321,58 +450,126 @@ class _Session:
                     size += len(chunks[-1])
                 data = b"".join(chunks)
                 behind = len(data) > self.bytes_per_second  # over 1 s queued: catch up first
-                messages = await loop.run_in_executor(pool, self.engine.feed, data, not behind)
+                messages = await self._decode(
+                    functools.partial(self.engine.feed, data, not behind))
             elif kind == "force":
-                messages = await loop.run_in_executor(pool, self.engine.force_endpoint)
+                messages = await self._decode(self.engine.force_endpoint)
             elif kind == "update":
                 self.engine.update(value)
                 messages = []
-            else:  # terminate
-                messages = await loop.run_in_executor(pool, self.engine.finish)
-                for msg in messages:
-                    await self.conn.send(json.dumps(msg))
-                await self.conn.send(json.dumps({
+            else:  # terminate: flush, Termination, close 1000
+                for msg in await self._decode(self.engine.finish):
+                    await self._send(msg)
+                await self._send({
                     "type": "Termination",
                     "audio_duration_seconds": round(self.audio_seconds),
                     "session_duration_seconds": round(time.time() - self.started),
-                }))
-                self.release()
-                await self.conn.close(1000)
+                })
+                self._end(value, close=1000)
                 return
             for msg in messages:
-                await self.conn.send(json.dumps(msg))
+                await self._send(msg)
 
     async def _watch(self) -> None:
-        timeout = self.params.inactivity_timeout
+        """End the session at its maximum duration; terminate it after inactivity_timeout."""
         while True:
             await asyncio.sleep(0.5)
             if time.time() >= self.expires_at:
-                self.release()
-                await _fail(self.conn, _SessionError(3008, _ERRORS[3008]))
-                return
-            if timeout and time.monotonic() - self.last_activity > timeout:
-                logger.info("session %s idle for %s s: terminating", self.id, timeout)
-                await self.queue.put(("terminate", None))
-                return
+                raise _SessionError(3008, _ERRORS[3008])
+            timeout = self.params.inactivity_timeout
+            if (timeout and not self.terminating
+                    and time.monotonic() - self.last_activity > timeout):
+                self.terminating = True
+                self.queue.put_nowait(("terminate", f"idle for {timeout} s (inactivity_timeout)"))
+
+    async def _liveness(self) -> None:
+        """Ping the client every ping_interval; end the session when a pong is late."""
+        config = self.app.config
+        interval, timeout = config.ping_interval or None, config.ping_timeout or None
+        if interval is None:
+            return
+
+        async def ping_pong() -> None:
+            pong = await self.conn.ping()
+            await pong
+
+        # websockets' own keepalive starts timing the pong only once the ping is written, and
+        # a client that stopped reading can make that wait forever: time both together.
+        limit = timeout or config.send_timeout or None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(ping_pong() if timeout else self.conn.ping(), limit)
+            except asyncio.TimeoutError:
+                if timeout:
+                    raise _ClientGone(f"no pong within {timeout:g} s") from None
+                raise _ClientGone(f"client stopped reading (a ping was stuck for {limit:g} s)"
+                                  ) from None
 
 
-async def _fail(conn: ServerConnection, exc: _SessionError) -> None:
-    logger.info("closing a session with %s: %s", exc.code, exc)
+def _closed_reason(conn: ServerConnection) -> str:
+    """Say who closed a connection that is closed (or closing)."""
+    proto = conn.protocol
+    rcvd, sent = proto.close_rcvd, proto.close_sent
+    if rcvd is None and sent is None:
+        return "client went away (connection dropped without a close frame)"
+    if rcvd is not None and (sent is None or proto.close_rcvd_then_sent):
+        reason = f": {rcvd.reason}" if rcvd.reason else ""
+        return f"client closed the connection ({rcvd.code}{reason})"
+    assert sent is not None
+    if sent.code == 1001:
+        return "server shutting down"
+    return f"closed by the server ({sent.code})"
+
+
+async def _bounded_close(conn: ServerConnection, closing: Awaitable[None], timeout: float) -> None:
+    """Await a closing step; drop the connection if it takes over `timeout` seconds.
+
+    websockets bounds the wait for the client's close frame by its ``close_timeout``, but not
+    the wait for room in the write buffer of a client that stopped reading.
+    """
     try:
-        await conn.send(json.dumps({"type": "Error", "error_code": exc.code, "error": str(exc)}))
-        await conn.close(exc.code, str(exc)[:120])
+        await asyncio.wait_for(closing, timeout)
     except ConnectionClosed:
         pass
+    except asyncio.TimeoutError:
+        logger.debug("the closing handshake took over %g s: dropping the connection", timeout)
+        conn.transport.abort()
+
+
+async def _fail(conn: ServerConnection, exc: _SessionError, timeout: float) -> None:
+    """Send an ``Error`` frame and close with its code, within `timeout` seconds."""
+
+    async def send_and_close() -> None:
+        await conn.send(json.dumps({"type": "Error", "error_code": exc.code, "error": str(exc)}))
+        await conn.close(exc.code, str(exc)[:120])
+
+    await _bounded_close(conn, send_and_close(), timeout)
+
+
+async def _shut_down(server: Server, timeout: float) -> None:
+    """Close the server; drop the connections still open after `timeout` seconds."""
+    server.close()  # sends every connection a close 1001
+    try:
+        await asyncio.wait_for(asyncio.shield(server.wait_closed()), timeout)
+    except asyncio.TimeoutError:
+        stuck = list(server.all_connections)
+        logger.info("dropping %d connection(s) that did not close within %g s",
+                    len(stuck), timeout)
+        for conn in stuck:
+            conn.transport.abort()
 
 
 async def _serve(config: ServerConfig, engine: WhisperEngine,
                  ready: threading.Event | None = None, holder: dict | None = None) -> None:
     app = _App(config, engine)
     try:
+        # Sessions ping their clients themselves (see _Session._liveness).
         async with serve(app.handle, config.host, config.port,
                          process_request=app.process_request, max_size=2**22,
-                         close_timeout=2) as server:
+                         ping_interval=None, close_timeout=config.close_timeout) as server:
             if holder is not None:
+                holder["app"] = app
                 holder["server"] = server
                 holder["loop"] = asyncio.get_running_loop()
                 holder["port"] = server.sockets[0].getsockname()[1]
@@ -411,6 +608,12 @@ class LocalServer:
         self._error: BaseException | None = None
 
     @property
+    def active_sessions(self) -> int:
+        """How many sessions hold a place under ``max_sessions`` now."""
+        app = self._holder.get("app")
+        return app.sessions if app is not None else 0
+
+    @property
     def url(self) -> str:
         """The WebSocket URL clients connect to."""
         return f"ws://{self.config.host}:{self._holder['port']}/v3/ws"
@@ -443,11 +646,15 @@ class LocalServer:
         return self
 
     def stop(self) -> None:
-        """Close every session and the server, and join its thread (idempotent)."""
+        """Close every session and the server, and join its thread (idempotent).
+
+        Connections whose closing handshake takes over ``close_timeout`` (a client that
+        stopped reading) are dropped.
+        """
         server: Server | None = self._holder.pop("server", None)
         loop = self._holder.get("loop")
         if server is not None and loop is not None and loop.is_running():
-            loop.call_soon_threadsafe(server.close)
+            asyncio.run_coroutine_threadsafe(_shut_down(server, self.config.close_timeout), loop)
         if self._thread is not None:
             self._thread.join(15)
             self._thread = None
