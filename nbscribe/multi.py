@@ -9,6 +9,7 @@ every source's times are shifted by how much later it started.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 from .session import Session, TurnRecord
 from .sources import AudioSource
-from .transcriber import Stats, Transcriber
+from .transcriber import Stats, Transcriber, run_all
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,9 +195,8 @@ class MultiTranscriber:
         deadline = time.monotonic() + (first.stop_timeout if timeout is None else timeout)
         for tr in self.transcribers.values():
             tr.request_stop(deadline)
-        for tr in self.transcribers.values():
-            tr.finish_stop(deadline)
-        self._stop_server()
+        run_all(*(functools.partial(tr.finish_stop, deadline)
+                for tr in self.transcribers.values()), self._stop_server)
         return self.session
 
     def _stop_server(self) -> None:

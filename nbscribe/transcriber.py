@@ -445,7 +445,7 @@ class Transcriber:
             logger.exception("the audio pump failed")
             self.error = self.error or StreamError(f"the audio pump failed: {exc!r}")
         finally:
-            _each(source.close,
+            run_all(source.close,
                   wav.close if wav is not None else None,
                   self._close_connections,
                   lambda: self._post_gaps(close=True))
@@ -643,15 +643,17 @@ class Transcriber:
     def finish_stop(self, deadline: float) -> bool:
         """Join the threads by `deadline`, stop an embedded server, save; return if all ended."""
         ended = self._join(deadline)
-        self._stop_local_server()
-        if ended and self.out_dir is not None and self._pump is not None and not self._saved:
-            self._saved = True
-            self.session.save(str(self.out_dir))
-        elif not ended:
+        run_all(self._stop_local_server, self._save_once if ended else None)
+        if not ended:
             logger.warning("the session is not saved: a thread is still running (a listener "
                            "that blocks?); the journal in %s has every event",
                            self._wav_path.parent)
         return ended
+
+    def _save_once(self) -> None:
+        if self.out_dir is not None and self._pump is not None and not self._saved:
+            self._saved = True
+            self.session.save(str(self.out_dir))
 
     def _join(self, deadline: float) -> bool:
         threads = [t for t in (self._pump, self._events_thread) if t is not None]
@@ -712,7 +714,7 @@ class Transcriber:
         return client
 
 
-def _each(*steps: Callable[[], object] | None) -> None:
+def run_all(*steps: Callable[[], object] | None) -> None:
     """Run every cleanup step, even when an earlier one raises (each failure is logged)."""
     for step in steps:
         if step is None:
