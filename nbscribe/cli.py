@@ -199,7 +199,7 @@ def _transcribe_many(args: argparse.Namespace) -> int:
                 print(f"[{name:>6} {int(start // 60):02d}:{start % 60:05.2f}] {event.transcript}",
                       flush=True)
 
-    multi.on(show)
+    multi.on_source(show)
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:

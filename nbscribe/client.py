@@ -15,7 +15,6 @@ are standard WebSocket behaviour that the real service and the local server hono
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import struct
 import threading
@@ -45,17 +44,11 @@ from .protocol import (
     redact_url,
 )
 
-__all__ = ["StreamingClient", "resolve_api_key"]
+__all__ = ["StreamingClient"]
 
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Event], None]
-
-
-def resolve_api_key(api_key: str | None) -> str | None:
-    """Return `api_key`, else ``$ASSEMBLYAI_API_KEY``, else ``None`` (blank counts as unset)."""
-    key = api_key if api_key is not None else os.environ.get("ASSEMBLYAI_API_KEY")
-    return key.strip() or None if key else None
 
 
 class StreamingClient:

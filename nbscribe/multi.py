@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .events import Event
+from .pump import run_all
+from .service import Service
 from .session import Session, TurnRecord
 from .sources import AudioSource
-from .transcriber import Stats, Transcriber, run_all
+from .transcriber import Stats, Transcriber
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,57 +121,57 @@ class MultiTranscriber:
         "others": DeviceSource("BlackHole 2ch")}``. The names become the ``source`` column.
     out_dir : str or Path, optional
         Each source writes its audio, journal and exports into ``out_dir/<name>``.
+    url, api_key, token, local, service
+        Where the audio goes (see `Transcriber`): one `Service` shared by every source; without
+        a key or URL, one local server is started for all of them.
     **kwargs
-        Passed to every `Transcriber` (``api_key``, ``url``, ``speech_model``, ``keyterms_prompt``
-        ...). Without a key or URL, one local server is started and shared.
+        Passed to every `Transcriber` (``speech_model``, ``keyterms_prompt``, ...).
     """
 
     def __init__(self, sources: Mapping[str, AudioSource], *,
-                 out_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+                 out_dir: str | os.PathLike[str] | None = None, url: str | None = None,
+                 api_key: str | None = None, token: str | Callable[[], str] | None = None,
+                 local: bool | None = None, service: Service | None = None,
+                 **kwargs: Any) -> None:
         if len(sources) < 1:
             raise ConfigError("give at least one source, e.g. {'you': mic, 'others': loopback}")
         bad = [n for n in sources if not n or "/" in n or n in (".", "..")]
         if bad:
             raise ConfigError(f"source names must be plain words, got {bad}")
+        if service is not None and (url, api_key, token, local) != (None,) * 4:
+            raise ConfigError("pass either service= or url/api_key/token/local, not both")
         self.out_dir = Path(out_dir) if out_dir else None
-        self.local_server: Any = None
+        self.service = service or Service(url, api_key=api_key, token=token, local=local)
+        self._owns_service = service is None
         self.transcribers = {
             name: Transcriber(src, out_dir=self.out_dir / name if self.out_dir else None,
-                              **kwargs)
+                              service=self.service, **kwargs)
             for name, src in sources.items()
         }
 
-    def on(self, listener: Callable[..., None], with_source: bool = True) -> None:
-        """Call ``listener(source_name, event)`` for every event of every source.
+    def on(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener(event)`` for every event of every source (see `on_source`)."""
+        for tr in self.transcribers.values():
+            tr.on(listener)
 
-        With ``with_source=False`` the listener is called as ``listener(event)``.
-        """
+    def on_source(self, listener: Callable[[str, Event], None]) -> None:
+        """Call ``listener(source_name, event)`` for every event of every source."""
         for name, tr in self.transcribers.items():
-            if with_source:
-                tr.on(lambda event, name=name: listener(name, event))
-            else:
-                tr.on(listener)
+            tr.on(functools.partial(listener, name))
 
     def start(self) -> MultiTranscriber:
         """Start every source; if one cannot start, stop the others and raise its error."""
         first = next(iter(self.transcribers.values()))
-        if first.uses_local_server and first.url is None:
-            from .server.embedded import start_local_server
-
-            self.local_server = start_local_server(
-                fast=not getattr(first.source, "realtime", True))
-            for tr in self.transcribers.values():
-                tr.url = self.local_server.url
-                tr._local_requested = False
         started = []
         try:
+            self.service.start(fast=not getattr(first.source, "realtime", True))
             for tr in self.transcribers.values():
                 tr.start()
                 started.append(tr)
         except BaseException:
             for tr in started:
                 tr.stop()
-            self._stop_server()
+            self._stop_service()
             raise
         return self
 
@@ -196,23 +199,12 @@ class MultiTranscriber:
         for tr in self.transcribers.values():
             tr.request_stop(deadline)
         run_all(*(functools.partial(tr.finish_stop, deadline)
-                for tr in self.transcribers.values()), self._stop_server)
+                for tr in self.transcribers.values()), self._stop_service)
         return self.session
 
-    def _stop_server(self) -> None:
-        server, self.local_server = self.local_server, None
-        if server is not None:
-            server.stop()
-
-    @property
-    def url(self) -> str | None:
-        """The service URL (the same for every source)."""
-        return next(iter(self.transcribers.values())).url
-
-    @url.setter
-    def url(self, value: str) -> None:
-        for tr in self.transcribers.values():
-            tr.url = value
+    def _stop_service(self) -> None:
+        if self._owns_service:
+            self.service.stop()
 
     @property
     def state(self) -> str:

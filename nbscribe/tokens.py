@@ -7,8 +7,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .client import resolve_api_key
 from .errors import AuthError, ConfigError, ConnectError, describe_code
+from .service import resolve_api_key
 
 __all__ = ["create_temporary_token"]
 

@@ -29,19 +29,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .client import StreamingClient, resolve_api_key
+from .client import StreamingClient
 from .connection import Connector
 from .convert import Converter
-from .errors import AuthError, ConfigError, ConnectError, NbscribeError, StreamError
+from .errors import ConfigError, NbscribeError, StreamError
 from .events import Event, Turn
 from .journal import JOURNAL_NAME, Journal
 from .outbox import Outbox
 from .params import StreamingParams
-from .policy import ReconnectPolicy, TokenSource
-from .protocol import DEFAULT_URL
+from .policy import ReconnectPolicy
+from .pump import END, Pump, run_all
+from .service import Service
 from .session import Session
 from .sources import AudioSource
-from .wavfile import WavWriter
 
 __all__ = ["Stats", "Transcriber"]
 
@@ -78,16 +78,14 @@ class Stats:
     overflows: int
 
 
-_END = object()  # tells the events thread that no more events will come
-
-
 class Transcriber:
     """Stream audio from a source to a v3 streaming service and collect the session.
 
     Parameters
     ----------
     source : AudioSource
-        A `DeviceSource`, `FileSource`, `ArraySource` or anything with that interface.
+        A `DeviceSource`, `FileSource`, `ArraySource`, `BrowserSource` or anything with that
+        interface.
     url : str, optional
         The service. Default: AssemblyAI when an API key is given or set in
         ``ASSEMBLYAI_API_KEY``, else nbscribe's local server, started in-process.
@@ -99,6 +97,9 @@ class Transcriber:
         run where the key lives) so that reconnects and rollovers get a token each.
     local : bool, optional
         ``True`` forces the local server even when a key is configured.
+    service : Service, optional
+        A service resolved already, to share (instead of `url`, `api_key`, `token`, `local`);
+        a service this transcriber did not start, it does not stop.
     params : StreamingParams, optional
         Connection parameters; keyword arguments such as ``speech_model="u3-rt-pro"``,
         ``keyterms_prompt=[...]`` or ``speaker_labels=True`` may be given instead.
@@ -146,6 +147,7 @@ class Transcriber:
         api_key: str | None = None,
         token: str | Callable[[], str] | None = None,
         local: bool | None = None,
+        service: Service | None = None,
         params: StreamingParams | None = None,
         out_dir: str | Path | None = None,
         frame_ms: int = 50,
@@ -164,15 +166,14 @@ class Transcriber:
     ) -> None:
         if params is not None and param_kwargs:
             raise ConfigError("pass either params= or parameter keywords, not both")
+        if service is not None and (url, api_key, token, local) != (None,) * 4:
+            raise ConfigError("pass either service= or url/api_key/token/local, not both")
         self.params = (params or StreamingParams.from_kwargs(**param_kwargs)).validate()
         self.source = source
         self.frame_ms = frame_ms
         Converter(16000, 1, self.params.sample_rate, frame_ms)  # validates frame_ms early
-        self._api_key = resolve_api_key(api_key)
-        self._tokens = TokenSource(token)
-        self._has_token = token is not None
-        self._local_requested = local
-        self.url = url
+        self.service = service or Service(url, api_key=api_key, token=token, local=local)
+        self._owns_service = service is None
         self.out_dir = Path(out_dir) if out_dir else None
         self.connect_timeout = connect_timeout
         self.terminate_timeout = terminate_timeout
@@ -184,29 +185,19 @@ class Transcriber:
         self.policy = ReconnectPolicy(enabled=reconnect, rollover_seconds=rollover_seconds)
         self.outbox = Outbox(frame_ms, int(buffer_seconds * 1000), catchup_rate=catchup_rate)
         self.session = Session()
-        self.client: StreamingClient | None = None
-        self.local_server: Any = None
-        self.error: NbscribeError | None = None
-        self.state = "idle"
-        self.reconnects = 0
         self._listeners: list[Listener] = []
-        self._stop = threading.Event()
-        self._deadline: float | None = None  # set by stop() before _stop, read by the pump
-        self._finished = threading.Event()
-        self._pump: threading.Thread | None = None
+        self._state = "idle"
+        self._error: NbscribeError | None = None
+        self._pump: Pump | None = None
+        self._pump_thread: threading.Thread | None = None
         self._events_thread: threading.Thread | None = None
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._retiring: list[tuple[StreamingClient, float]] = []
         self._connections = 0
         self._t0 = 0.0
-        self._first_sent: float | None = None
-        self._level = -120.0
-        self._audio_seconds = 0.0
-        self._bytes_sent = 0
+        self._wav_path: Path | None = None
         self._journal: Journal | None = None
         self._saved = False
-        self._send_terminate = True
 
     def __repr__(self) -> str:
         return (
@@ -214,34 +205,66 @@ class Transcriber:
             f"state={self.state} turns={len(self.session)}>"
         )
 
-    # -- configuration ------------------------------------------------------------------------
+    # -- what it reports (written by the pump thread alone once it runs) -----------------------
+
+    @property
+    def state(self) -> str:
+        """The stage (``connecting``, ``streaming``, ``reconnecting``, ``stopped`` ...)."""
+        pump = self._pump
+        return self._state if pump is None or self._error is not None else pump.state
+
+    @property
+    def error(self) -> NbscribeError | None:
+        """The error that ended the session early, if one did."""
+        pump = self._pump
+        return self._error or (pump.error if pump is not None else None)
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a lost connection was replaced."""
+        return self._pump.reconnects if self._pump is not None else 0
+
+    @property
+    def client(self) -> StreamingClient | None:
+        """The current connection, if there is one."""
+        return self._pump.client if self._pump is not None else None
 
     @property
     def uses_local_server(self) -> bool:
         """Whether this transcriber streams to nbscribe's local server."""
-        if self._local_requested is not None:
-            return bool(self._local_requested)
-        return self.url is None and not self._api_key and not self._has_token
+        return self.service.local
+
+    @property
+    def local_server(self) -> Any:
+        """The embedded local server, while it runs."""
+        return self.service.server
 
     @property
     def service_name(self) -> str:
         """A short name of where audio goes (never containing a key)."""
-        if self.uses_local_server:
-            server = self.local_server
-            return server.describe() if server is not None else "the local Whisper server"
-        from .protocol import redact_url
-
-        return redact_url(self.url or DEFAULT_URL)
+        return self.service.describe()
 
     @property
     def audio_path(self) -> Path | None:
         """The WAV file of the audio sent so far (valid while it grows)."""
-        return self._wav_path if hasattr(self, "_wav_path") else None
+        return self._wav_path
 
     @property
     def first_audio_at(self) -> float | None:
         """``time.monotonic()`` when the first audio frame was sent (the stream's time zero)."""
-        return self._first_sent
+        return self._pump.first_sent if self._pump is not None else None
+
+    def stats(self) -> Stats:
+        """Return a snapshot of progress (safe to call from any thread)."""
+        pump = self._pump
+        return Stats(
+            state=self.state,
+            elapsed=time.monotonic() - self._t0 if self._t0 else 0.0,
+            audio_seconds=pump.audio_seconds if pump else 0.0,
+            bytes_sent=pump.bytes_sent if pump else 0,
+            level_dbfs=pump.level if pump else -120.0,
+            overflows=self.source.overflows,
+        )
 
     def on(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(event)` for every server event; return a function that unsubscribes.
@@ -265,10 +288,10 @@ class Transcriber:
             Problems known before streaming: the message says what to do. Nothing is left
             running when this raises.
         """
-        if self._pump is not None or self._events_thread is not None:
+        if self._events_thread is not None:
             raise ConfigError("this transcriber was already started; create a new one")
         self._t0 = time.monotonic()
-        self.state = "connecting"
+        self._state = "connecting"
         folder = self.out_dir or Path(tempfile.mkdtemp(prefix="nbscribe-"))
         self._wav_path = folder / "audio.wav"
         # The journal is open, and its writer running, before the first event can arrive.
@@ -276,53 +299,38 @@ class Transcriber:
         self._events_thread = threading.Thread(target=self._events_main, name="nbscribe-events",
                                                daemon=True)
         self._events_thread.start()
+        pump = Pump(self.source, self.params, self.outbox, self.policy, self._connect,
+                    self._events, self._confirmed, self._wav_path, self.terminate_timeout)
         try:
-            self._url = self._resolve_url()
-            self.session.metadata.update(
-                source=self.source.description,
-                service=self.service_name,
-                params=self.params.to_dict(),
-                audio_file=str(self._wav_path),
-            )
+            self.service.start(fast=not getattr(self.source, "realtime", True))
+            self.session.metadata.update(source=self.source.description,
+                                         service=self.service_name,
+                                         params=self.params.to_dict(),
+                                         audio_file=str(self._wav_path))
             self._journal.meta(**self.session.metadata)
-            self._open_connection(replay=False)
+            pump.connect(replay=False)
         except BaseException as exc:
-            self.state = "error"
+            self._state = "error"
             if isinstance(exc, NbscribeError):
-                self.error = exc
-            self._end_events(time.monotonic() + 5.0)
-            self._stop_local_server()
+                self._error = exc
+            self._events.put(END)
+            self._join(time.monotonic() + 5.0)
+            self._stop_own_service()
             raise
         opened = threading.Event()
-        self._pump = threading.Thread(
-            target=self._pump_main, args=(opened,), name="nbscribe-pump", daemon=True
-        )
-        self._pump.start()
+        self._pump = pump
+        self._pump_thread = threading.Thread(target=pump.run, args=(opened,),
+                                             name="nbscribe-pump", daemon=True)
+        self._pump_thread.start()
         opened.wait()
-        if self.error is not None and self.state == "error":
+        if pump.error is not None and pump.state == "error":
             self._join(time.monotonic() + self.stop_timeout)
-            self._stop_local_server()
-            raise self.error
+            self._stop_own_service()
+            raise pump.error
         return self
 
-    def _resolve_url(self) -> str:
-        if self.uses_local_server:
-            from .server.embedded import start_local_server
-
-            self.local_server = start_local_server(
-                fast=not getattr(self.source, "realtime", True)
-            )
-            logger.info("no API key: transcribing offline with %s", self.local_server.describe())
-            return self.local_server.url
-        return self.url or DEFAULT_URL
-
-    def _open_connection(self, replay: bool) -> None:
-        """Open a server session; its time zero is the first audio it will get.
-
-        With `replay`, audio already sent but not yet covered by a final turn is sent again
-        (the server that had it is gone). Raises what `StreamingClient.connect` raises.
-        """
-        self._take_confirmations()
+    def _connect(self, replay: bool) -> StreamingClient:
+        """Open a server session whose time zero is the first frame it will get (pump)."""
         if replay:
             self.outbox.rewind()
         index, offset = self._connections, self.outbox.next_offset_ms()
@@ -332,32 +340,17 @@ class Transcriber:
                 self._confirmed.put(offset + event.words[-1].end)
             self._events.put(("event", index, offset, event))
 
-        local = self.uses_local_server
+        api_key, token = self.service.credentials()
         client = StreamingClient(
-            self._url,
-            self.params,
-            api_key=None if local else self._api_key,
-            token=None if local else self._tokens.next(),
-            on_event=post,
-            connect_timeout=self.connect_timeout,
-            terminate_timeout=self.terminate_timeout,
-            ping_interval=self.ping_interval,
-            liveness_timeout=self.liveness_timeout,
-            send_timeout=self.send_timeout,
-            connector=self._connector,
+            self.service.url, self.params, api_key=api_key, token=token, on_event=post,
+            connect_timeout=self.connect_timeout, terminate_timeout=self.terminate_timeout,
+            ping_interval=self.ping_interval, liveness_timeout=self.liveness_timeout,
+            send_timeout=self.send_timeout, connector=self._connector,
         )
         client.connect()
         self._connections += 1
-        self.client = client
         self.outbox.new_segment()
-        self.policy.connected()
-
-    def _take_confirmations(self) -> None:
-        while True:
-            try:
-                self.outbox.confirm(self._confirmed.get_nowait())
-            except queue.Empty:
-                return
+        return client
 
     # -- the events thread --------------------------------------------------------------------
 
@@ -366,18 +359,14 @@ class Transcriber:
         journal = self._journal
         assert journal is not None
         try:
-            while True:
-                item = self._events.get()
-                if item is _END:
-                    return
+            while (item := self._events.get()) is not END:
                 kind = item[0]
                 if kind == "event":
                     _, index, offset, event = item
                     if index not in segments:
                         segments[index] = self.session.new_segment(offset)
-                    segment = segments[index]
-                    self.session.apply(event, segment, offset)
-                    journal.event(event, segment, offset)
+                    self.session.apply(event, segments[index], offset)
+                    journal.event(event, segments[index], offset)
                     self._call_listeners(event)
                 elif kind == "gap":
                     _, start, end, reason = item
@@ -398,217 +387,12 @@ class Transcriber:
             except Exception:
                 logger.exception("a transcriber listener raised; carrying on")
 
-    # -- the pump thread ----------------------------------------------------------------------
-
-    def _pump_main(self, opened: threading.Event) -> None:
-        source = self.source
-        wav: WavWriter | None = None
-        conv: Converter | None = None
-        try:
-            try:
-                source.start()
-                self.state = "streaming"
-            except NbscribeError as exc:
-                self.error = exc
-                self.state = "error"
-                self._send_terminate = False  # nothing was sent: no final turn to wait for
-                return
-            finally:
-                opened.set()
-            conv = Converter(source.samplerate, source.channels, self.params.sample_rate,
-                             self.frame_ms)
-            wav = WavWriter(self._wav_path, self.params.sample_rate)
-            reported = 0.0
-            while not self._stop.is_set():
-                block = source.read(timeout=0.02 if self.outbox.unsent_ms else 0.1)
-                if block is not None:
-                    for frame in conv.push(block):
-                        self._capture(frame, wav)
-                    self._level = conv.level
-                    if self._audio_seconds - reported >= 1.0:
-                        reported = self._audio_seconds
-                        self._events.put(("audio", reported))
-                elif source.finished:
-                    break
-                if not self._service():
-                    break
-            if self._stop.is_set():
-                self.state = "stopping"
-            if source.error:
-                logger.warning("%s", source.error)
-                self.error = self.error or StreamError(source.error)
-            source.close()
-            for frame in conv.flush():
-                self._capture(frame, wav)
-            self._drain()
-        except Exception as exc:
-            logger.exception("the audio pump failed")
-            self.error = self.error or StreamError(f"the audio pump failed: {exc!r}")
-        finally:
-            run_all(source.close,
-                  wav.close if wav is not None else None,
-                  self._close_connections,
-                  lambda: self._post_gaps(close=True))
-            self._events.put(("audio", self._audio_seconds))
-            self.state = "error" if self.error else "stopped"
-            self._events.put(_END)
-
-    def _capture(self, frame: bytes, wav: WavWriter) -> None:
-        wav.write(frame)  # to disk first: nothing captured is lost
-        self.outbox.capture(frame)
-        self._audio_seconds = wav.seconds
-        self._post_gaps()
-
-    def _post_gaps(self, close: bool = False) -> None:
-        for start, end in self.outbox.take_gaps(close):
-            logger.warning("audio from %.1f s to %.1f s could not be sent (kept in the WAV)",
-                           start, end)
-            self._events.put(("gap", start, end,
-                              "no connection for longer than buffer_seconds"))
-
-    def _recoverable(self, client: StreamingClient) -> bool:
-        if client.error is None:
-            return client.termination is not None or self._stop.is_set()
-        return self.policy.retryable(client.error)
-
-    def _service(self) -> bool:
-        """Keep a connection and send what pacing allows; return False to end the session."""
-        self._take_confirmations()
-        self._retire_step()
-        client = self.client
-        if client is not None and client.finished:
-            if not self.policy.enabled or not self._recoverable(client):
-                self.error = self.error or client.error or StreamError(
-                    "the service ended the session")
-                return False
-            self._lost(client)
-        now = time.monotonic()
-        if self.client is None:
-            if not self.policy.may_attempt(now):
-                return True
-            try:
-                self._open_connection(replay=True)
-            except (AuthError, ConfigError) as exc:
-                self.error = exc
-                return False
-            except ConnectError as exc:
-                if exc.code is not None and not self.policy.retryable(exc):
-                    self.error = exc
-                    return False
-                delay = self.policy.failed(now)
-                logger.warning("reconnect failed (%s); next try in %.1f s", exc, delay)
-                return True
-            self._post_gaps(close=True)
-            self.state = "streaming"
-        elif (self.policy.rollover_due(self.client.begin, time.time())
-              and self.policy.may_attempt(now)):
-            self._rollover()
-        self._send_paced()
-        return True
-
-    def _lost(self, client: StreamingClient) -> None:
-        """Record a connection that ended unexpectedly; the next round reconnects."""
-        client.close(terminate=False, timeout=1.0)
-        self.client = None
-        self.reconnects += 1
-        self.state = "reconnecting"
-        self._take_confirmations()
-        replay = (self.outbox.unsent_ms + self.outbox.unconfirmed_ms) / 1000
-        at = self.outbox.captured_ms / 1000
-        reason = str(client.error or "the connection closed")
-        logger.warning("connection lost at %.1f s (%s); reconnecting, %.1f s of audio to send "
-                       "again", at, reason, replay)
-        self._events.put(("interruption", {"at": round(at, 3), "reason": reason,
-                                           "resent_seconds": round(replay, 3)}))
-
-    def _rollover(self) -> None:
-        old = self.client
-        assert old is not None
-        try:
-            self._open_connection(replay=False)  # the old session finalises what it has
-        except NbscribeError as exc:
-            delay = self.policy.failed(time.monotonic())
-            logger.warning("could not open the next session before expiry (%s); next try in "
-                           "%.1f s", exc, delay)
-            return
-        logger.info("rolled over to a new server session before the old one expired")
-        # Never wait here: the pump keeps capturing while the old session finalises.
-        old.terminate(by_reader=True)
-        self._retiring.append((old, time.monotonic() + 6 * self.terminate_timeout))
-
-    def _retire_step(self, force: bool = False) -> None:
-        now = time.monotonic()
-        keep = []
-        for client, deadline in self._retiring:
-            if client.finished and client.join(0.0):
-                continue
-            if force or now > deadline:
-                client.abort()
-            keep.append((client, deadline))
-        self._retiring = keep
-
-    def _send_paced(self) -> None:
-        client = self.client
-        if client is None:
-            return
-        paced = getattr(self.source, "realtime", True)
-        while (frame := self.outbox.due(time.monotonic(), paced)) is not None:
-            try:
-                client.send_audio(frame)
-            except StreamError:
-                return  # the next round notices the closed connection
-            if self._first_sent is None:
-                self._first_sent = time.monotonic()
-            self.outbox.mark_sent()
-            self._bytes_sent += len(frame)
-
-    def _drain(self) -> None:
-        """Send what is left after the source ended, through reconnects, within the budget."""
-        natural = time.monotonic() + 30.0 + self.outbox.unsent_ms / 1000
-        while True:
-            now = time.monotonic()
-            if now >= min(natural, self._drain_deadline()):
-                break
-            client = self.client
-            dead = client is None or client.finished
-            if not self.outbox.unsent_ms and not (dead and self.outbox.unconfirmed_ms):
-                break
-            if not self._service():
-                return
-            time.sleep(0.01)
-        if self.outbox.unsent_ms:
-            logger.warning("%.1f s of audio could not be sent before stopping",
-                           self.outbox.unsent_ms / 1000)
-
-    def _drain_deadline(self) -> float:
-        """Return the stop deadline less what closing the connection needs (or infinity)."""
-        deadline = self._deadline
-        if deadline is None:
-            return float("inf")
-        left = deadline - time.monotonic()
-        return deadline - min(left / 2, 6 * self.terminate_timeout + 1.0)
-
-    def _close_connections(self) -> None:
-        deadline = self._deadline
-        budget = None if deadline is None else max(0.0, deadline - time.monotonic() - 0.5)
-        client = self.client
-        if client is not None:
-            client.close(terminate=self._send_terminate and client.error is None,
-                         timeout=budget)
-            lost = self.outbox.unsent_ms or self.outbox.unconfirmed_ms or not self._recoverable(
-                client)
-            if self.error is None and client.error is not None and lost:
-                self.error = client.error
-        self._retire_step(force=True)
-        for old, _ in self._retiring:
-            old.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
     # -- stopping -----------------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the source has ended and the session is closed; return whether it has."""
         if self._events_thread is None:
-            return self._finished.is_set()
+            return False
         self._events_thread.join(timeout)
         return not self._events_thread.is_alive()
 
@@ -636,18 +420,20 @@ class Transcriber:
 
     def request_stop(self, deadline: float) -> None:
         """Ask the pump to stop by `deadline` (``time.monotonic()``) and return at once."""
-        if self._deadline is None or deadline < self._deadline:
-            self._deadline = deadline
-        self._stop.set()
+        pump = self._pump
+        if pump is not None:
+            if pump.deadline is None or deadline < pump.deadline:
+                pump.deadline = deadline
+            pump.stop_event.set()
 
     def finish_stop(self, deadline: float) -> bool:
-        """Join the threads by `deadline`, stop an embedded server, save; return if all ended."""
+        """Join the threads by `deadline`, stop an own local server, save; return if all ended."""
         ended = self._join(deadline)
-        run_all(self._stop_local_server, self._save_once if ended else None)
+        run_all(self._stop_own_service, self._save_once if ended else None)
         if not ended:
             logger.warning("the session is not saved: a thread is still running (a listener "
                            "that blocks?); the journal in %s has every event",
-                           self._wav_path.parent)
+                           self._wav_path.parent if self._wav_path else "the output folder")
         return ended
 
     def _save_once(self) -> None:
@@ -656,40 +442,22 @@ class Transcriber:
             self.session.save(str(self.out_dir))
 
     def _join(self, deadline: float) -> bool:
-        threads = [t for t in (self._pump, self._events_thread) if t is not None]
+        threads = [t for t in (self._pump_thread, self._events_thread) if t is not None]
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in threads if t.is_alive()]
         if alive:
             logger.warning("%s did not end in time", ", ".join(alive))
-            return False
-        self._finished.set()
-        return True
+        return not alive
 
-    def _end_events(self, deadline: float) -> None:
-        self._events.put(_END)
-        self._join(deadline)
+    def _stop_own_service(self) -> None:
+        if self._owns_service:
+            self.service.stop()
 
     def raise_for_error(self) -> None:
         """Raise the error that ended the session early, if there was one."""
         if self.error is not None:
             raise self.error
-
-    def _stop_local_server(self) -> None:
-        server, self.local_server = self.local_server, None
-        if server is not None:
-            server.stop()
-
-    def stats(self) -> Stats:
-        """Return a snapshot of progress (safe to call from any thread)."""
-        return Stats(
-            state=self.state,
-            elapsed=time.monotonic() - self._t0 if self._t0 else 0.0,
-            audio_seconds=self._audio_seconds,
-            bytes_sent=self._bytes_sent,
-            level_dbfs=self._level,
-            overflows=getattr(self.source, "overflows", 0),
-        )
 
     def __enter__(self) -> Transcriber:
         return self.start()
@@ -712,14 +480,3 @@ class Transcriber:
         if client is None or not client.connected:
             raise StreamError("no session is streaming: call start() first")
         return client
-
-
-def run_all(*steps: Callable[[], object] | None) -> None:
-    """Run every cleanup step, even when an earlier one raises (each failure is logged)."""
-    for step in steps:
-        if step is None:
-            continue
-        try:
-            step()
-        except Exception:
-            logger.exception("a cleanup step failed; carrying on with the others")

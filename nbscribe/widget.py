@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 
 import ipywidgets as W
 
-from .client import resolve_api_key
 from .devices import list_devices, loopback_setup_hint
 from .errors import NbscribeError
 from .events import Event, Turn
+from .service import Service, resolve_api_key
 from .session import Session
 from .sources import DeviceSource, FileSource
 from .transcriber import Transcriber
@@ -45,7 +45,6 @@ MODELS = [
 ]
 
 #: Placeholder URL of a transcriber whose local server the session thread starts.
-_LOCAL = "local://panel"
 
 _CSS = """<style>
 .nbs-turns { max-height: 320px; overflow-y: auto; border: 1px solid #ddd; padding: 4px 8px; }
@@ -124,7 +123,7 @@ class Panel:
         self.max_turns_shown = max_turns_shown
         self.period = 1.0 / min(max(update_hz, 1.0), 20.0)
         self.transcriber: Transcriber | None = None
-        self._local_server: Any = None
+        self._service: Service | None = None  # the local server, started on first use
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._version = 0  # bumped by the events thread on every transcript change
@@ -303,10 +302,7 @@ class Panel:
         except (NbscribeError, ValueError) as exc:
             self.error.value = f"<span class='nbs-err'>{html.escape(str(exc))}</span>"
             return
-        if hasattr(self.transcriber, "transcribers"):
-            self.transcriber.on(self._on_event, with_source=False)
-        else:
-            self.transcriber.on(self._on_event)
+        self.transcriber.on(self._on_event)
         self._stop.clear()
         self._version += 1
         self.start_button.disabled = True
@@ -346,7 +342,7 @@ class Panel:
             params.pop("min_turn_silence")
             return self._runner(source, api_key=self._api_key, speech_model=self.model.value,
                                 **params)
-        return self._runner(source, url=self._url or _LOCAL, **params)
+        return self._runner(source, service=self._own_service(), **params)
 
     @staticmethod
     def _runner(source: Any, **kwargs: Any) -> Any:
@@ -356,14 +352,11 @@ class Panel:
             return MultiTranscriber(source, **kwargs)
         return Transcriber(source, **kwargs)
 
-    def _ensure_local_server(self) -> str:
-        if self._url:
-            return self._url
-        if self._local_server is None:
-            from .server.embedded import start_local_server
-
-            self._local_server = start_local_server(fast=not self.realtime)
-        return self._local_server.url
+    def _own_service(self) -> Service:
+        """Return the panel's own service (the local server, or `url`), kept across sessions."""
+        if self._service is None:
+            self._service = Service(self._url) if self._url else Service(local=True)
+        return self._service
 
     def _on_event(self, event: Event) -> None:
         # The transcriber's events thread: count, never touch widgets.
@@ -374,9 +367,9 @@ class Panel:
         tr = self.transcriber
         assert tr is not None
         try:
-            if tr.url == _LOCAL:
+            if not tr.service.started:
                 self.status.value = "starting the local Whisper server…"
-                tr.url = self._ensure_local_server()
+                tr.service.start(fast=not self.realtime)
             tr.start()
         except Exception as exc:
             logger.info("panel session failed to start: %s", exc)
@@ -467,9 +460,9 @@ class Panel:
     def close(self) -> None:
         """Stop any session, stop the panel's local server and close its widgets."""
         self.stop(wait=True)
-        server, self._local_server = self._local_server, None
-        if server is not None:
-            server.stop()
+        service, self._service = self._service, None
+        if service is not None:
+            service.stop()
         if self.browser is not None:
             self.browser.close_widget()
         self.widget.close()

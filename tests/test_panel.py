@@ -136,7 +136,7 @@ def test_rerunning_the_cell_stops_the_previous_panel(panel):
 def test_typed_api_key_is_used_but_never_kept_in_widget_state(panel, monkeypatch):
     with ScriptedServer(replay(dialogue(1))) as server:
         # the AssemblyAI choice, pointed at the scripted server (no network in tests)
-        monkeypatch.setattr("nbscribe.transcriber.DEFAULT_URL", server.url)
+        monkeypatch.setattr("nbscribe.service.DEFAULT_URL", server.url)
         p = panel(service="assemblyai")
         assert "no key" in p.key_status.value
         p.key.value = KEY  # the user pastes it
