@@ -14,14 +14,12 @@ an offset that puts its times on one timeline. All methods are thread-safe.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
 import itertools
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .events import (
     Begin,
@@ -39,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Session", "TurnRecord"]
 
+#: the ``turns`` DataFrame's columns and dtypes (the fields of `TurnRow`)
 TURN_COLUMNS = {
     "turn_order": "int64",
     "segment": "int64",
@@ -64,6 +63,42 @@ WORD_COLUMNS = {
 }
 
 
+class TurnRow(NamedTuple):
+    """A turn's row of the ``turns`` DataFrame (the fields are `TURN_COLUMNS`)."""
+
+    turn_order: int
+    segment: int
+    start: float | None
+    end: float | None
+    speaker: str | None
+    text: str
+    confidence: float | None
+    n_words: int
+    final: bool
+    formatted: bool
+    language: str | None
+
+
+class WordColumns(NamedTuple):
+    """A turn's words as columns of the ``words`` DataFrame (the fields are `WORD_COLUMNS`)."""
+
+    turn_order: Any  # numpy arrays, or lists for the string columns
+    segment: Any
+    start: Any
+    end: Any
+    text: list[str]
+    confidence: Any
+    speaker: list[str | None]
+    word_is_final: Any
+
+
+class Columns(NamedTuple):
+    """What a final turn contributes to the DataFrames, made once when it becomes final."""
+
+    row: TurnRow
+    words: WordColumns | None
+
+
 @dataclasses.dataclass
 class TurnRecord:
     """One turn as the session holds it: the latest message and its place on the timeline."""
@@ -74,7 +109,7 @@ class TurnRecord:
     final: bool
     updated_at: float
     # this turn's DataFrame row and word columns, made once when it becomes final
-    columns: tuple[Any, ...] | None = dataclasses.field(default=None, repr=False, compare=False)
+    columns: Columns | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def start(self) -> float | None:
@@ -261,35 +296,27 @@ class Session:
         include_partial : bool
             Include the turn still being spoken (``final`` is False on it).
         """
-        with _gc_paused():
-            rows = [(r.columns or _columns(r))[0] for r in self.records(include_partial)]
-            columns = list(zip(*rows, strict=True)) if rows else [()] * len(TURN_COLUMNS)
-            return _frame(dict(zip(TURN_COLUMNS, map(list, columns), strict=True)),
-                          TURN_COLUMNS)
+        rows = [(r.columns or _columns(r)).row for r in self.records(include_partial)]
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(TURN_COLUMNS)
+        return _frame(dict(zip(TurnRow._fields, map(list, columns), strict=True)), TURN_COLUMNS)
 
     def words_frame(self, include_partial: bool = False) -> pd.DataFrame:
         """Return the words of the turns as a DataFrame with typed columns."""
-        with _gc_paused():
-            return self._word_columns(include_partial)
+        return self._word_columns(include_partial)
 
     def _word_columns(self, include_partial: bool) -> pd.DataFrame:
         import numpy as np
         import pandas as pd
 
-        parts = [(r.columns or _columns(r))[1] for r in self.records(include_partial)]
+        parts = [(r.columns or _columns(r)).words for r in self.records(include_partial)]
         parts = [p for p in parts if p is not None]
         if not parts:
             return _frame({name: [] for name in WORD_COLUMNS}, WORD_COLUMNS)
         chain = itertools.chain.from_iterable
         data = {
-            "turn_order": np.concatenate([p[0] for p in parts]),
-            "segment": np.concatenate([p[1] for p in parts]),
-            "start": np.concatenate([p[2] for p in parts]),
-            "end": np.concatenate([p[3] for p in parts]),
-            "text": pd.array(list(chain(p[4] for p in parts)), dtype="string"),
-            "confidence": np.concatenate([p[5] for p in parts]),
-            "speaker": pd.array(list(chain(p[6] for p in parts)), dtype="string"),
-            "word_is_final": np.concatenate([p[7] for p in parts]),
+            name: (pd.array(list(chain(getattr(p, name) for p in parts)), dtype="string")
+                   if dtype == "string" else np.concatenate([getattr(p, name) for p in parts]))
+            for name, dtype in WORD_COLUMNS.items()
         }
         return pd.DataFrame(data, columns=list(WORD_COLUMNS))
 
@@ -342,19 +369,19 @@ class Session:
         return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"
 
 
-def _columns(r: TurnRecord) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+def _columns(r: TurnRecord) -> Columns:
     """Return a turn's DataFrame row and its word columns (numpy arrays and lists)."""
     import numpy as np
 
     turn, words = r.turn, r.turn.words
     speaker = r.speaker
-    row = (turn.turn_order, r.segment, r.start, r.end, speaker, turn.transcript,
-           sum(w.confidence for w in words) / len(words) if words else None, len(words),
-           r.final, turn.turn_is_formatted, turn.language_code)
+    row = TurnRow(turn.turn_order, r.segment, r.start, r.end, speaker, turn.transcript,
+                  sum(w.confidence for w in words) / len(words) if words else None, len(words),
+                  r.final, turn.turn_is_formatted, turn.language_code)
     if not words:
-        return row, None
+        return Columns(row, None)
     n, off = len(words), r.offset_ms
-    word_cols = (
+    word_cols = WordColumns(
         np.full(n, turn.turn_order, dtype=np.int64),
         np.full(n, r.segment, dtype=np.int64),
         np.array([(w.start + off) / 1000.0 for w in words], dtype=np.float64),
@@ -364,24 +391,7 @@ def _columns(r: TurnRecord) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
         [w.speaker if w.speaker and w.speaker != "PENDING" else speaker for w in words],
         np.array([w.word_is_final for w in words], dtype=bool),
     )
-    return row, word_cols
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a frame is built.
-
-    With a long session in memory, a collection triggered by the build's temporaries rescans
-    every stored turn and word, which can cost more than the build itself. Nothing built here
-    forms cycles.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+    return Columns(row, word_cols)
 
 
 def _frame(cols: dict[str, list[Any]], dtypes: dict[str, str]) -> pd.DataFrame:

@@ -145,3 +145,10 @@ def test_a_key_from_the_environment_never_reaches_the_local_server(monkeypatch):
 
 def test_connect_errors_keep_their_code():
     assert ConnectError("x", 1011).code == 1011
+
+
+def test_the_dataframe_cache_is_named_like_the_columns():
+    from nbscribe.session import TURN_COLUMNS, WORD_COLUMNS, TurnRow, WordColumns
+
+    assert tuple(TURN_COLUMNS) == TurnRow._fields
+    assert tuple(WORD_COLUMNS) == WordColumns._fields
