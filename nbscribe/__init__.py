@@ -1,9 +1,12 @@
 """nbscribe: live transcription of system audio, a microphone or a file, inside Jupyter.
 
 Audio comes from a `DeviceSource` (a loopback device such as BlackHole, VB-Cable or a PulseAudio
-monitor, or a microphone), a `FileSource` or an `ArraySource`. A `Transcriber` streams it over
-AssemblyAI's v3 protocol, to AssemblyAI or to nbscribe's offline local server, and collects a
-`Session` whose ``turns`` and ``words`` are pandas DataFrames.
+monitor, or a microphone), a `FileSource`, an `ArraySource` or the browser (`BrowserSource`).
+A `Transcriber` streams it over AssemblyAI's v3 protocol to a `Service` (AssemblyAI, or
+nbscribe's offline local server) and collects a `Session` whose ``turns`` and ``words`` are
+pandas DataFrames; `MultiTranscriber` does it for several sources on one timeline, and `Panel`
+is the Jupyter control panel. The building blocks (`nbscribe.client`, `nbscribe.convert`,
+`nbscribe.connection`, `nbscribe.testing` ...) are importable from their modules.
 
 >>> import nbscribe
 >>> tr = nbscribe.Transcriber(nbscribe.FileSource(nbscribe.sample("beckett")))  # doctest: +SKIP
@@ -18,9 +21,7 @@ from pathlib import Path
 
 from . import analysis
 from ._version import __version__
-from .client import StreamingClient
-from .convert import Converter
-from .devices import DeviceInfo, find_device, list_devices, loopback_setup_hint
+from .devices import find_device, list_devices, loopback_setup_hint
 from .errors import (
     AudioError,
     AuthError,
@@ -43,13 +44,14 @@ from .events import (
     Word,
 )
 from .journal import load_session
-from .multi import MultiSession, MultiTranscriber
+from .multi import MultiTranscriber
 from .params import StreamingParams
-from .routing import RoutingReport, check_routing
+from .routing import check_routing
+from .service import Service
 from .session import Session
 from .sources import ArraySource, AudioSource, DeviceSource, FileSource
 from .tokens import create_temporary_token
-from .transcriber import Stats, Transcriber
+from .transcriber import Transcriber
 
 __all__ = [
     "ArraySource",
@@ -57,27 +59,23 @@ __all__ = [
     "AudioSource",
     "AuthError",
     "Begin",
+    "BrowserSource",
     "ConfigError",
     "ConnectError",
-    "Converter",
-    "DeviceInfo",
     "DeviceNotFoundError",
     "DeviceSource",
     "ErrorEvent",
     "Event",
     "FileSource",
-    "MultiSession",
     "MultiTranscriber",
     "NbscribeError",
     "Panel",
     "PortAudioMissingError",
-    "RoutingReport",
+    "Service",
     "Session",
     "SpeakerRevision",
     "SpeechStarted",
-    "Stats",
     "StreamError",
-    "StreamingClient",
     "StreamingParams",
     "Termination",
     "Transcriber",
@@ -99,7 +97,15 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> object:
-    # The panel imports ipywidgets: only when it is asked for (PEP 562).
+    # The panel and the browser source import ipywidgets: only when asked for (PEP 562).
+    if name == "BrowserSource":
+        try:
+            from .browser import BrowserSource
+        except ImportError as exc:
+            raise ImportError(
+                f"nbscribe.BrowserSource needs anywidget ({exc}): pip install 'nbscribe[widget]'"
+            ) from None
+        return BrowserSource
     if name == "Panel":
         try:
             from .widget import Panel
