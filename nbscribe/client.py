@@ -14,6 +14,7 @@ are standard WebSocket behaviour that the real service and the local server hono
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import struct
@@ -32,6 +33,7 @@ from .connection import (
 from .errors import ConnectError, StreamError, describe_code, refused
 from .events import Begin, ErrorEvent, Event, Termination
 from .params import StreamingParams
+from .policy import Liveness
 from .protocol import (
     DEFAULT_URL,
     build_url,
@@ -169,27 +171,9 @@ class StreamingClient:
         url = build_url(self.url, self.params, self._token)
         shown = redact_url(url)
         logger.info("connecting to %s", shown)
-        connector = self._connector or self._open_websocket
-        try:
-            conn = connector(url, headers(self._api_key), self.connect_timeout)
-        except HandshakeError as exc:
-            raise refused(f"cannot open a session at {shown}: {describe_code(exc.status)}",
-                          exc.status) from None
-        except ssl.SSLError as exc:
-            raise ConnectError(
-                f"TLS error connecting to {shown}: {exc}. On macOS run Python's 'Install "
-                "Certificates.command'; behind a proxy, set SSL_CERT_FILE to its CA bundle."
-            ) from None
-        except OSError as exc:
-            raise ConnectError(
-                f"cannot reach {shown}: {exc.__class__.__name__}: {exc}. Check the URL and the "
-                "network (for the local server, is `nbscribe serve` running?)."
-            ) from None
-        try:
-            begin = self._await_begin(conn, shown)
-        except BaseException:
-            conn.close()
-            raise
+        connector = self._connector or functools.partial(open_websocket,
+                                                         send_timeout=self.send_timeout)
+        conn, begin = _handshake(connector, url, headers(self._api_key), self.connect_timeout)
         self._conn = conn
         self.begin = begin
         self._reader = threading.Thread(target=self._read_loop, args=(conn, begin),
@@ -197,34 +181,6 @@ class StreamingClient:
         self._reader.start()
         logger.info("session %s open", begin.id)
         return begin
-
-    def _open_websocket(self, url: str, header: list[str], timeout: float) -> Connection:
-        return open_websocket(url, header, timeout, send_timeout=self.send_timeout)
-
-    def _await_begin(self, conn: Connection, shown: str) -> Begin:
-        deadline = time.monotonic() + self.connect_timeout
-        while True:
-            try:
-                item = conn.recv(max(0.01, deadline - time.monotonic()))
-            except ConnectionLost as exc:
-                raise ConnectError(f"the connection to {shown} broke during setup: {exc}") from None
-            if item is None:
-                raise ConnectError(
-                    f"{shown} accepted the connection but sent no Begin within "
-                    f"{self.connect_timeout:g} s; is it a v3 streaming server?"
-                )
-            opcode, data = item
-            if opcode == Opcode.CLOSE:
-                code, reason = _close_info(data)
-                raise refused(f"the server refused the session: {describe_code(code, reason)}",
-                              code)
-            if opcode != Opcode.TEXT:
-                continue
-            event = decode(data.decode("utf-8", "replace"))
-            if isinstance(event, Begin):
-                return event
-            if isinstance(event, ErrorEvent):
-                raise refused(f"the server refused the session: {event.message}", event.code)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -304,12 +260,10 @@ class StreamingClient:
             conn.close()
 
     def _receive(self, conn: Connection) -> None:
-        limits = [t for t in (self.ping_interval, self.liveness_timeout) if t]
-        tick = min(0.5, max(0.02, min(limits) / 4)) if limits else None
-        last_rx = last_ping = time.monotonic()
+        alive = Liveness(self.ping_interval, self.liveness_timeout, time.monotonic())
         while True:
             try:
-                item = conn.recv(tick)
+                item = conn.recv(alive.tick)
             except ConnectionLost as exc:
                 if not self._closing and self.termination is None:
                     self.close_code = 1006
@@ -319,22 +273,21 @@ class StreamingClient:
             if self._terminate_pending:
                 self._send_terminate(conn)
             if item is None:
-                quiet = now - last_rx
-                if self.liveness_timeout and quiet > self.liveness_timeout:
+                if alive.dead(now):
                     if not self._closing:
                         self.close_code = 1006
                         self._fail(1006, describe_code(1006, (
-                            f"the service sent nothing, not even a pong, for {quiet:.1f} s "
-                            "(the network changed, or the computer slept)")))
+                            f"the service sent nothing, not even a pong, for "
+                            f"{alive.quiet(now):.1f} s (the network changed, or the computer "
+                            "slept)")))
                     return
-                if self.ping_interval and min(quiet, now - last_ping) >= self.ping_interval:
-                    last_ping = now
+                if alive.ping_due(now):
                     try:
                         conn.ping()
                     except ConnectionLost:
                         continue  # the next recv reports it
                 continue
-            last_rx = now
+            alive.heard(now)
             opcode, data = item
             if opcode == Opcode.CLOSE:
                 self.close_code, self.close_reason = _close_info(data)
@@ -462,6 +415,55 @@ class StreamingClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _handshake(connector: Connector, url: str, header: list[str],
+               timeout: float) -> tuple[Connection, Begin]:
+    """Open a connection and wait for ``Begin``; turn every refusal into an error that says why."""
+    shown = redact_url(url)
+    try:
+        conn = connector(url, header, timeout)
+    except HandshakeError as exc:
+        raise refused(f"cannot open a session at {shown}: {describe_code(exc.status)}",
+                      exc.status) from None
+    except ssl.SSLError as exc:
+        raise ConnectError(
+            f"TLS error connecting to {shown}: {exc}. On macOS run Python's 'Install "
+            "Certificates.command'; behind a proxy, set SSL_CERT_FILE to its CA bundle."
+        ) from None
+    except OSError as exc:
+        raise ConnectError(
+            f"cannot reach {shown}: {exc.__class__.__name__}: {exc}. Check the URL and the "
+            "network (for the local server, is `nbscribe serve` running?)."
+        ) from None
+    try:
+        return conn, _await_begin(conn, shown, timeout)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _await_begin(conn: Connection, shown: str, timeout: float) -> Begin:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            item = conn.recv(max(0.01, deadline - time.monotonic()))
+        except ConnectionLost as exc:
+            raise ConnectError(f"the connection to {shown} broke during setup: {exc}") from None
+        if item is None:
+            raise ConnectError(f"{shown} accepted the connection but sent no Begin within "
+                               f"{timeout:g} s; is it a v3 streaming server?")
+        opcode, data = item
+        if opcode == Opcode.CLOSE:
+            code, reason = _close_info(data)
+            raise refused(f"the server refused the session: {describe_code(code, reason)}", code)
+        if opcode != Opcode.TEXT:
+            continue
+        event = decode(data.decode("utf-8", "replace"))
+        if isinstance(event, Begin):
+            return event
+        if isinstance(event, ErrorEvent):
+            raise refused(f"the server refused the session: {event.message}", event.code)
 
 
 def _close_info(data: bytes) -> tuple[int | None, str]:

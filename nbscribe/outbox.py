@@ -4,9 +4,9 @@ Pure bookkeeping, no threads, sockets or clocks of its own (the caller passes ``
 rules are tested alone. A frame is *unsent* (waiting for a connection or for its time to
 leave), then *unconfirmed* (a server session has it, but no final turn covers it yet), then
 forgotten. When a connection is lost, the unconfirmed frames go back to the front of the unsent
-ones: the next server session transcribes them again. When no connection takes audio for
-longer than the buffer allows, the oldest unsent frames are dropped from the stream (they stay
-in the WAV) and recorded as a gap.
+ones: the next server session transcribes them again. When there is no connection for longer
+than the buffer allows, the oldest unsent frames are dropped from the stream (they stay in the
+WAV) and recorded as a gap.
 
 Positions are milliseconds on the session timeline: frame ``k`` starts at ``k * frame_ms``.
 """
@@ -53,11 +53,16 @@ class Outbox:
 
     # -- capture ----------------------------------------------------------------------------
 
-    def capture(self, frame: bytes) -> None:
-        """Queue a captured frame; drop the oldest unsent ones beyond the buffer into a gap."""
+    def capture(self, frame: bytes, connected: bool = False) -> None:
+        """Queue a captured frame.
+
+        Without a connection, the oldest unsent frames beyond the buffer are dropped into a
+        gap. With one, nothing is dropped: the backlog shrinks at the catch-up rate (and a
+        connection that takes nothing for long is declared dead by its send deadline).
+        """
         self._unsent.append((self.captured * self.frame_ms, frame))
         self.captured += 1
-        while len(self._unsent) * self.frame_ms > self.buffer_ms:
+        while not connected and len(self._unsent) * self.frame_ms > self.buffer_ms:
             pos, _ = self._unsent.popleft()
             if self._gap is not None and self._gap[1] == pos:
                 self._gap[1] = pos + self.frame_ms

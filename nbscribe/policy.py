@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .errors import NbscribeError, is_retryable
 from .events import Begin
 
-__all__ = ["ReconnectPolicy", "TokenSource"]
+__all__ = ["Liveness", "ReconnectPolicy", "TokenSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +91,45 @@ class TokenSource:
                            "may refuse (tokens are single-use): pass token=<a function>")
         self._used = True
         return token
+
+
+class Liveness:
+    """Whether a connection is alive, from when its last frame came (pongs included).
+
+    Parameters
+    ----------
+    ping_interval : float
+        Ping after this long without a frame (0: never).
+    timeout : float
+        Dead after this long without a frame (0: never).
+    now : float
+        The clock's reading when the connection opened.
+    """
+
+    def __init__(self, ping_interval: float, timeout: float, now: float) -> None:
+        self.ping_interval = ping_interval
+        self.timeout = timeout
+        self.last_heard = self.last_ping = now
+        limits = [t for t in (ping_interval, timeout) if t]
+        #: how often the reader should look (None: only when a frame comes)
+        self.tick = min(0.5, max(0.02, min(limits) / 4)) if limits else None
+
+    def heard(self, now: float) -> None:
+        """Record a frame from the peer."""
+        self.last_heard = now
+
+    def quiet(self, now: float) -> float:
+        """Return the seconds since the last frame."""
+        return now - self.last_heard
+
+    def dead(self, now: float) -> bool:
+        """Whether nothing, not even a pong, came for longer than the timeout."""
+        return bool(self.timeout) and self.quiet(now) > self.timeout
+
+    def ping_due(self, now: float) -> bool:
+        """Whether to ping now (and record that we do)."""
+        since = min(self.quiet(now), now - self.last_ping)
+        if not self.ping_interval or since < self.ping_interval:
+            return False
+        self.last_ping = now
+        return True

@@ -20,6 +20,7 @@ from typing import Any
 from .client import StreamingClient
 from .convert import Converter
 from .errors import AuthError, ConfigError, ConnectError, NbscribeError, StreamError
+from .events import Event, Turn
 from .outbox import Outbox
 from .params import StreamingParams
 from .policy import ReconnectPolicy
@@ -32,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 END = object()  # tells the events thread that no more events will come
 
-#: ``connect(replay) -> StreamingClient``: open a server session (see `Transcriber`)
-Connect = Callable[[bool], StreamingClient]
+#: ``new_client(on_event) -> StreamingClient``: a client for the next server session, not yet
+#: connected (the transcriber knows the service, the parameters and the timeouts)
+NewClient = Callable[[Callable[[Event], None]], StreamingClient]
 
 
 class Pump:
@@ -49,9 +51,8 @@ class Pump:
         What was captured, sent and confirmed.
     policy : ReconnectPolicy
         Backoff and rollover.
-    connect : callable
-        Opens a connection: ``connect(replay)`` rewinds the outbox when `replay`, and returns
-        a connected `StreamingClient` (or raises what `StreamingClient.connect` raises).
+    new_client : callable
+        Makes the client of the next server session (see `NewClient`).
     events : queue.SimpleQueue
         Where the session's facts go (to the events thread).
     confirmed : queue.SimpleQueue
@@ -63,14 +64,15 @@ class Pump:
     """
 
     def __init__(self, source: AudioSource, params: StreamingParams, outbox: Outbox,
-                 policy: ReconnectPolicy, connect: Connect, events: queue.SimpleQueue[Any],
+                 policy: ReconnectPolicy, new_client: NewClient, events: queue.SimpleQueue[Any],
                  confirmed: queue.SimpleQueue[int], wav_path: Path,
                  terminate_timeout: float) -> None:
         self.source = source
         self.params = params
         self.outbox = outbox
         self.policy = policy
-        self._connect = connect
+        self._new_client = new_client
+        self._connections = 0
         self._events = events
         self._confirmed = confirmed
         self.wav_path = wav_path
@@ -148,7 +150,8 @@ class Pump:
 
     def _capture(self, frame: bytes, wav: WavWriter) -> None:
         wav.write(frame)  # to disk first: nothing captured is lost
-        self.outbox.capture(frame)
+        client = self.client
+        self.outbox.capture(frame, connected=client is not None and not client.finished)
         self.audio_seconds = wav.seconds
         self._post_gaps()
 
@@ -168,9 +171,27 @@ class Pump:
     # -- keeping a connection -----------------------------------------------------------------
 
     def connect(self, replay: bool) -> None:
-        """Open a server session (on the caller's thread before the pump runs, then here)."""
+        """Open a server session whose time zero is the first frame it will get.
+
+        With `replay`, audio sent but not covered by a final turn is sent again (the server
+        that had it is gone). Runs on the caller's thread before the pump starts, then here.
+        Raises what `StreamingClient.connect` raises.
+        """
         self._take_confirmations()
-        self.client = self._connect(replay)
+        if replay:
+            self.outbox.rewind()
+        index, offset = self._connections, self.outbox.next_offset_ms()
+
+        def post(event: Event) -> None:  # the connection's reader thread
+            if isinstance(event, Turn) and event.end_of_turn and event.words:
+                self._confirmed.put(offset + event.words[-1].end)  # before the event itself
+            self._events.put(("event", index, offset, event))
+
+        client = self._new_client(post)
+        client.connect()
+        self._connections += 1
+        self.outbox.new_segment()
+        self.client = client
         self.policy.connected()
 
     def _recoverable(self, client: StreamingClient) -> bool:

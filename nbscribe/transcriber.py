@@ -32,8 +32,9 @@ from typing import Any
 from .client import StreamingClient
 from .connection import Connector
 from .convert import Converter
+from .dispatch import Dispatcher
 from .errors import ConfigError, NbscribeError, StreamError
-from .events import Event, Turn
+from .events import Event
 from .journal import JOURNAL_NAME, Journal
 from .outbox import Outbox
 from .params import StreamingParams
@@ -193,7 +194,6 @@ class Transcriber:
         self._events_thread: threading.Thread | None = None
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._confirmed: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._connections = 0
         self._t0 = 0.0
         self._wav_path: Path | None = None
         self._journal: Journal | None = None
@@ -296,10 +296,11 @@ class Transcriber:
         self._wav_path = folder / "audio.wav"
         # The journal is open, and its writer running, before the first event can arrive.
         self._journal = Journal(folder / JOURNAL_NAME)
-        self._events_thread = threading.Thread(target=self._events_main, name="nbscribe-events",
+        dispatcher = Dispatcher(self.session, self._journal, self._events, self._listeners)
+        self._events_thread = threading.Thread(target=dispatcher.run, name="nbscribe-events",
                                                daemon=True)
         self._events_thread.start()
-        pump = Pump(self.source, self.params, self.outbox, self.policy, self._connect,
+        pump = Pump(self.source, self.params, self.outbox, self.policy, self._new_client,
                     self._events, self._confirmed, self._wav_path, self.terminate_timeout)
         try:
             self.service.start(fast=not getattr(self.source, "realtime", True))
@@ -329,63 +330,15 @@ class Transcriber:
             raise pump.error
         return self
 
-    def _connect(self, replay: bool) -> StreamingClient:
-        """Open a server session whose time zero is the first frame it will get (pump)."""
-        if replay:
-            self.outbox.rewind()
-        index, offset = self._connections, self.outbox.next_offset_ms()
-
-        def post(event: Event) -> None:  # the connection's reader thread
-            if isinstance(event, Turn) and event.end_of_turn and event.words:
-                self._confirmed.put(offset + event.words[-1].end)
-            self._events.put(("event", index, offset, event))
-
+    def _new_client(self, on_event: Callable[[Event], None]) -> StreamingClient:
+        """Make an unconnected client for the next server session (the pump connects it)."""
         api_key, token = self.service.credentials()
-        client = StreamingClient(
-            self.service.url, self.params, api_key=api_key, token=token, on_event=post,
+        return StreamingClient(
+            self.service.url, self.params, api_key=api_key, token=token, on_event=on_event,
             connect_timeout=self.connect_timeout, terminate_timeout=self.terminate_timeout,
             ping_interval=self.ping_interval, liveness_timeout=self.liveness_timeout,
             send_timeout=self.send_timeout, connector=self._connector,
         )
-        client.connect()
-        self._connections += 1
-        self.outbox.new_segment()
-        return client
-
-    # -- the events thread --------------------------------------------------------------------
-
-    def _events_main(self) -> None:
-        segments: dict[int, int] = {}  # connection index -> session segment
-        journal = self._journal
-        assert journal is not None
-        try:
-            while (item := self._events.get()) is not END:
-                kind = item[0]
-                if kind == "event":
-                    _, index, offset, event = item
-                    if index not in segments:
-                        segments[index] = self.session.new_segment(offset)
-                    self.session.apply(event, segments[index], offset)
-                    journal.event(event, segments[index], offset)
-                    self._call_listeners(event)
-                elif kind == "gap":
-                    _, start, end, reason = item
-                    self.session.gaps.append((start, end))
-                    journal.gap(start, end, reason)
-                elif kind == "interruption":
-                    self.session.interruptions.append(item[1])
-                    journal.interruption(item[1])
-                elif kind == "audio":
-                    self.session.audio_seconds = item[1]
-        finally:
-            journal.close()
-
-    def _call_listeners(self, event: Event) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("a transcriber listener raised; carrying on")
 
     # -- stopping -----------------------------------------------------------------------------
 

@@ -72,6 +72,11 @@ def test_outbox_drops_the_oldest_beyond_its_buffer_into_one_gap():
     assert box.take_gaps(close=True) == []
     assert box.next_offset_ms() == 1000  # the next session starts after the gap
     assert send_all(box) == list(range(20, 30))
+    fill(box, 10)  # 10 frames wait: the buffer is full
+    box.capture(frame(40), connected=True)  # with a connection, a backlog is never dropped
+    assert box.unsent_ms == 550
+    box.capture(frame(41))  # without one, it is trimmed to the buffer again
+    assert box.unsent_ms == 500
 
 
 def test_outbox_keeps_at_most_replay_ms_unconfirmed():
@@ -152,3 +157,17 @@ def test_the_dataframe_cache_is_named_like_the_columns():
 
     assert tuple(TURN_COLUMNS) == TurnRow._fields
     assert tuple(WORD_COLUMNS) == WordColumns._fields
+
+
+def test_liveness_pings_a_quiet_peer_and_declares_a_silent_one_dead():
+    from nbscribe.policy import Liveness
+
+    alive = Liveness(ping_interval=2.0, timeout=6.0, now=0.0)
+    assert alive.tick == 0.5
+    assert not alive.ping_due(1.9)
+    assert alive.ping_due(2.0) and not alive.ping_due(3.0)  # one ping per interval
+    assert alive.ping_due(4.0)
+    alive.heard(4.1)  # the pong
+    assert not alive.dead(10.0) and alive.dead(10.2)
+    off = Liveness(0, 0, now=0.0)
+    assert off.tick is None and not off.dead(1e9) and not off.ping_due(1e9)
