@@ -2,29 +2,54 @@
 
 sounddevice (and so PortAudio) is imported only when a function here needs it, so the rest of
 nbscribe works on machines without PortAudio.
+
+PortAudio is one per process, and it lists devices only when it starts: the only way to see a
+device plugged in since is to terminate and re-initialise it, which closes every stream it has
+open. So every stream nbscribe opens goes through `open_stream` and `close_stream`, and a
+re-scan (`list_devices(refresh=True)`, which the panel's refresh button, `find_device` and so
+every new `DeviceSource` and `check_routing` use) re-initialises PortAudio only while none is
+open. While captures run, PortAudio's device list stays as it was (its indices stay valid for
+this process) and PulseAudio/PipeWire sources, which are asked from the server, are fresh.
+
+Enumerating in a child process instead was rejected: its device indices belong to the child's
+PortAudio and need not match this process's (that is the point of a re-scan), so a device it
+found could not be opened here by index until PortAudio is re-initialised here anyway.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any, TypeVar
 
-from .errors import DeviceNotFoundError, PortAudioMissingError
+from .errors import AudioError, DeviceNotFoundError, PortAudioMissingError
 
 __all__ = [
     "DeviceInfo",
+    "close_stream",
     "find_device",
     "is_loopback_name",
     "list_devices",
     "loopback_setup_hint",
+    "open_stream",
+    "open_stream_count",
+    "portaudio_lock",
+    "resolve_index",
     "sounddevice_module",
 ]
 
 logger = logging.getLogger(__name__)
+
+_Stream = TypeVar("_Stream")
+
+# Process-wide because PortAudio is: orders re-scans against opening and querying, and holds
+# the streams nbscribe has open (strong references: an unclosed stream still counts).
+_PORTAUDIO_LOCK = threading.RLock()
+_OPEN_STREAMS: set[Any] = set()
 
 _LOOPBACK_MARKERS = (
     "blackhole",
@@ -61,9 +86,86 @@ def sounddevice_module(refresh: bool = False) -> ModuleType:
             "`conda install -c conda-forge portaudio`. Files and arrays work without it."
         ) from None
     if refresh:
-        sounddevice._terminate()
-        sounddevice._initialize()
+        _rescan(sounddevice)
     return sounddevice
+
+
+def portaudio_lock() -> threading.RLock:
+    """Return the lock that orders PortAudio re-scans against opening streams (re-entrant)."""
+    return _PORTAUDIO_LOCK
+
+
+def open_stream(factory: Callable[[], _Stream]) -> _Stream:
+    """Open a PortAudio stream with `factory` and count it as open until `close_stream`.
+
+    While any counted stream is open, re-scans leave PortAudio alone.
+    """
+    with _PORTAUDIO_LOCK:
+        stream = factory()
+        _OPEN_STREAMS.add(stream)
+    return stream
+
+
+def close_stream(stream: Any) -> None:
+    """Stop and close a stream from `open_stream`, then stop counting it."""
+    try:
+        stream.stop()
+    finally:
+        try:
+            stream.close()
+        finally:
+            with _PORTAUDIO_LOCK:
+                if getattr(stream, "closed", True):
+                    _OPEN_STREAMS.discard(stream)
+
+
+def open_stream_count(sd: ModuleType | None = None) -> int:
+    """Count open PortAudio streams: nbscribe's, and sounddevice's ``play``/``rec`` stream."""
+    with _PORTAUDIO_LOCK:
+        _OPEN_STREAMS.difference_update([s for s in _OPEN_STREAMS if s.closed])
+        count = len(_OPEN_STREAMS)
+        if sd is not None:
+            try:
+                count += not sd.get_stream().closed
+            except RuntimeError:  # sounddevice has no play/rec stream
+                pass
+        return count
+
+
+def _rescan(sd: ModuleType) -> bool:
+    """Re-initialise PortAudio so that it lists devices afresh, unless a stream is open."""
+    with _PORTAUDIO_LOCK:
+        count = open_stream_count(sd)
+        if count:
+            logger.info("PortAudio's device list was not re-scanned: %d audio stream(s) are "
+                        "open and a re-scan would close them; it will be once they end "
+                        "(PulseAudio sources are listed afresh)", count)
+            return False
+        sd._terminate()
+        sd._initialize()
+        return True
+
+
+def resolve_index(sd: ModuleType, info: DeviceInfo) -> int:
+    """Return `info`'s PortAudio index now, found again by name if a re-scan moved it.
+
+    Call it holding `portaudio_lock` and open the stream before releasing it.
+
+    Raises
+    ------
+    AudioError
+        The device is no longer listed.
+    """
+    if info.index is None:
+        raise ValueError(f"{info.name} is a PulseAudio source, not a PortAudio device")
+    devices = sd.query_devices()
+    if info.index < len(devices) and devices[info.index]["name"] == info.name:
+        return info.index
+    for dev in devices:
+        if dev["name"] == info.name and dev["max_input_channels"] > 0:
+            return int(dev["index"])
+    raise AudioError(f"the input device {info.name} is no longer there (unplugged?); "
+                     "list the inputs again")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,57 +212,48 @@ def is_loopback_name(name: str) -> bool:
 
 
 def _pulse_sources() -> list[DeviceInfo]:
-    """PulseAudio/PipeWire sources, found with ``pactl`` (Linux); empty when unavailable."""
-    if not sys.platform.startswith("linux") or not shutil.which("pactl"):
-        return []
+    """PulseAudio/PipeWire sources, asked from the server (Linux); empty when unavailable."""
+    from .pulse import PulseUnavailable, list_sources
+
     try:
-        out = subprocess.run(
-            ["pactl", "list", "short", "sources"],
-            capture_output=True,
-            text=True,
-            timeout=3,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+        sources = list_sources()
+    except PulseUnavailable as exc:
+        logger.log(logging.WARNING if "pulsectl" in str(exc) else logging.DEBUG,
+                   "PulseAudio sources are not listed: %s", exc)
         return []
-    sources = []
-    for line in out.splitlines():
-        cols = line.split("\t")
-        if len(cols) < 4:
-            continue
-        name, spec = cols[1], cols[3]
-        channels, rate = 2, 48000.0
-        for token in spec.split():
-            if token.endswith("ch") and token[:-2].isdigit():
-                channels = int(token[:-2])
-            elif token.endswith("Hz") and token[:-2].isdigit():
-                rate = float(token[:-2])
-        sources.append(DeviceInfo(name, None, "PulseAudio", channels, rate, is_loopback_name(name)))
-    return sources
+    return [DeviceInfo(s.name, None, "PulseAudio", s.channels, s.samplerate,
+                       is_loopback_name(s.name)) for s in sources]
 
 
 def list_devices(refresh: bool = True) -> list[DeviceInfo]:
     """List audio inputs, loopback devices first, duplicates collapsed.
 
     On Linux, PulseAudio/PipeWire sources (including the ``.monitor`` of each output, which
-    carries system audio) are listed too when ``pactl`` is available.
+    carries system audio) are listed too, asked from the server with pulsectl.
 
     Parameters
     ----------
     refresh : bool
-        Re-scan devices (PortAudio otherwise keeps the list from its first start).
+        Re-scan devices (PortAudio otherwise keeps the list from its first start). Open streams
+        are never disturbed: while one is open PortAudio is not re-scanned (see the module's
+        docstring), and only the PulseAudio sources are fresh.
     """
-    sd = sounddevice_module(refresh=refresh)
+    sd = sounddevice_module()
+    with _PORTAUDIO_LOCK:
+        if refresh:
+            _rescan(sd)
+        devices = sd.query_devices()
+        hostapis = sd.query_hostapis()
     seen: set[tuple[str, int]] = set()
     found: list[DeviceInfo] = []
-    for dev in sd.query_devices():
+    for dev in devices:
         if dev["max_input_channels"] <= 0:
             continue
         key = (dev["name"], dev["max_input_channels"])
         if key in seen:
             continue
         seen.add(key)
-        hostapi = sd.query_hostapis(dev["hostapi"])["name"]
+        hostapi = hostapis[dev["hostapi"]]["name"]
         found.append(
             DeviceInfo(
                 name=dev["name"],

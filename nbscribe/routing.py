@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .convert import Converter, level_dbfs
-from .devices import sounddevice_module
+from .devices import close_stream, open_stream, sounddevice_module
 from .errors import AudioError
 from .sources import DeviceSource
 
@@ -79,6 +79,38 @@ def _best_lag(recording: np.ndarray, reference: np.ndarray) -> tuple[float, int]
     return (float(np.dot(seg, ref) / denom) if denom > 0 else 0.0), lag
 
 
+class _Player:
+    """Play a mono float32 signal once on an output, through a counted PortAudio stream.
+
+    Not ``sounddevice.play``: that closes whatever sounddevice stream played last (perhaps the
+    user's) and is not counted among nbscribe's open streams (see `nbscribe.devices`).
+    """
+
+    def __init__(self, signal: np.ndarray, rate: int, output: str | int | None) -> None:
+        self._signal = signal
+        self._pos = 0
+        sd = sounddevice_module()
+        try:
+            self._stream = open_stream(lambda: sd.OutputStream(
+                samplerate=rate, channels=1, dtype="float32", device=output,
+                callback=self._callback))
+            self._stream.start()
+        except sd.PortAudioError as exc:
+            raise AudioError(f"cannot play the test signal on {output or 'the default output'}:"
+                             f" {exc}") from None
+
+    def _callback(self, outdata: np.ndarray, frames: int, time_info: object,
+                  status: object) -> None:
+        # PortAudio's thread: copy the next samples, silence after the end.
+        chunk = self._signal[self._pos : self._pos + frames]
+        outdata[: len(chunk), 0] = chunk
+        outdata[len(chunk) :] = 0
+        self._pos += len(chunk)
+
+    def close(self) -> None:
+        close_stream(self._stream)
+
+
 def _advice(platform: str) -> str:
     if platform == "darwin":
         return ("Make the Multi-Output Device that includes BlackHole the system output (System "
@@ -115,7 +147,6 @@ def check_routing(device: str | int | None = None, output: str | int | None = No
     RoutingReport
         ``ok`` and a message that says what to fix when the chirp did not arrive.
     """
-    sd = sounddevice_module()
     source = DeviceSource(device)
     name = source.info.name
     signal = chirp(seconds)
@@ -132,23 +163,21 @@ def check_routing(device: str | int | None = None, output: str | int | None = No
             if b is not None:
                 blocks.append(b)
         before = sum(len(b) for b in blocks) / source.samplerate  # recorded before the chirp
+        player = _Player(played.astype(np.float32) / 32768.0, out_rate, output)
         try:
-            sd.play(played.astype(np.float32) / 32768.0, out_rate, device=output)
-        except sd.PortAudioError as exc:
-            raise AudioError(f"cannot play the test signal on {output or 'the default output'}:"
-                             f" {exc}") from None
-        # Read until the chirp has had time to arrive, then for as long as blocks keep coming
-        # (some inputs start delivering only once audio plays, and late).
-        t1 = last = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now - t1 > seconds + 4.0 or (now - t1 > seconds + 0.8 and now - last > 0.5):
-                break
-            b = source.read(0.1)
-            if b is not None:
-                blocks.append(b)
-                last = time.monotonic()
-        sd.stop()
+            # Read until the chirp has had time to arrive, then for as long as blocks keep
+            # coming (some inputs start delivering only once audio plays, and late).
+            t1 = last = time.monotonic()
+            while True:
+                now = time.monotonic()
+                if now - t1 > seconds + 4.0 or (now - t1 > seconds + 0.8 and now - last > 0.5):
+                    break
+                b = source.read(0.1)
+                if b is not None:
+                    blocks.append(b)
+                    last = time.monotonic()
+        finally:
+            player.close()
     finally:
         source.close()
     if blocks:

@@ -4,8 +4,8 @@ Every source delivers float32 blocks shaped (frames, channels) at its own sample
 count; `nbscribe.convert.Converter` turns them into what the service wants.
 
 A source is used by one thread, its owner (the transcriber's pump thread): that thread calls
-`start`, `read` and `close`. Only PortAudio's callback runs elsewhere, and it only copies the
-block into a queue.
+`start`, `read` and `close`, and only it closes a stream. Only PortAudio's callbacks run
+elsewhere: one copies each block into a queue, the other flags that the stream ended.
 """
 
 from __future__ import annotations
@@ -16,18 +16,25 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .devices import DeviceInfo, find_device, sounddevice_module
+from .devices import (
+    DeviceInfo,
+    close_stream,
+    find_device,
+    open_stream,
+    portaudio_lock,
+    resolve_index,
+    sounddevice_module,
+)
 from .errors import AudioError, ConfigError
+from .pulse import PulseCapture
 
 __all__ = ["ArraySource", "AudioSource", "DeviceSource", "FileSource"]
 
 logger = logging.getLogger(__name__)
-
-_PULSE_LOCK = threading.Lock()
 
 
 @runtime_checkable
@@ -191,6 +198,17 @@ class DeviceSource:
     converter resamples and downmixes. PortAudio's callback only copies each block into a
     bounded queue; a full queue or a PortAudio overflow is counted in `overflows`, never hidden.
 
+    A PulseAudio/PipeWire source named by its name (such as a ``.monitor``) is recorded through
+    PortAudio's ``pulse`` device and moved to that source (`nbscribe.pulse.PulseCapture`).
+    PulseAudio moves such a capture by itself when the source goes away (it does so when the
+    output whose monitor is recorded disappears): `read` checks about once a second
+    (`check_seconds`) that it still records the named source, and otherwise ends the capture
+    with an error that says so, rather than transcribing another source under its name.
+
+    nbscribe's own actions never end a capture: re-scanning devices (the panel's refresh
+    button, a new `DeviceSource`, `check_routing`) leaves PortAudio alone while a stream is
+    open (see `nbscribe.devices`).
+
     Parameters
     ----------
     device : str, int or None
@@ -209,6 +227,8 @@ class DeviceSource:
     stall_seconds : float
         Once audio has flowed, this long without a block ends the capture with an error that
         says the device stopped (unplugged, or taken by another app).
+    check_seconds : float
+        How often `read` checks that a PulseAudio source is still the one recorded.
     """
 
     def __init__(
@@ -220,6 +240,7 @@ class DeviceSource:
         max_channels: int = 2,
         queue_seconds: float = 30.0,
         stall_seconds: float = 5.0,
+        check_seconds: float = 1.0,
     ) -> None:
         self.info: DeviceInfo = find_device(device)
         self.samplerate = int(samplerate or self.info.samplerate)
@@ -232,8 +253,13 @@ class DeviceSource:
         self._queue: queue.Queue[np.ndarray] = queue.Queue(
             maxsize=max(4, int(queue_seconds * 1000 / block_ms))
         )
-        self._stream = None
+        self._stream: Any = None
+        self._pulse: PulseCapture | None = None
+        self._closing = False
+        self._ended = threading.Event()  # set by PortAudio when the stream ends by itself
         self.stall_seconds = stall_seconds
+        self.check_seconds = check_seconds
+        self._next_check = 0.0
         self._last_block: float | None = None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
@@ -245,65 +271,110 @@ class DeviceSource:
         except queue.Full:
             self.overflows += 1
 
+    def _on_finished(self) -> None:
+        # PortAudio's thread, when the stream ends, also when the device disappears: only flag
+        # it; the owner thread turns it into an error in `read`.
+        if not self._closing:
+            self._ended.set()
+
     def start(self) -> None:
         """Open and start the input stream.
 
         Raises
         ------
         AudioError
-            The device refused the settings (the message names them).
+            The device refused the settings (the message names them), or a PulseAudio source
+            cannot be recorded by name (the message says why).
         """
         sd = sounddevice_module()
-        device: str | int = self.info.index if self.info.index is not None else "pulse"
+        named = self.info.index is None
+        self._closing = False
+        self._ended.clear()
         try:
-            # A PulseAudio source is recorded through PortAudio's "pulse" device, which takes
-            # the source from PULSE_SOURCE while the stream is opened.
-            with _PULSE_LOCK:
-                saved = os.environ.get("PULSE_SOURCE")
-                if self.info.index is None:
-                    os.environ["PULSE_SOURCE"] = self.info.name
-                try:
-                    self._stream = sd.InputStream(
-                        device=device,
-                        samplerate=self.samplerate,
-                        channels=self.channels,
-                        dtype="float32",
-                        blocksize=self.block,
-                        callback=self._callback,
-                        finished_callback=self._on_finished,
-                    )
-                    self._stream.start()
-                finally:
-                    if self.info.index is None:
-                        if saved is None:
-                            os.environ.pop("PULSE_SOURCE", None)
-                        else:
-                            os.environ["PULSE_SOURCE"] = saved
+            # The lock keeps re-scans out, and other nbscribe streams from opening while ours
+            # is being found and moved to its PulseAudio source.
+            with portaudio_lock():
+                if named:
+                    self._pulse = PulseCapture(self.info.name)
+                    self._pulse.before_open()
+                device = "pulse" if named else resolve_index(sd, self.info)
+                self._stream = open_stream(lambda: sd.InputStream(
+                    device=device,
+                    samplerate=self.samplerate,
+                    channels=self.channels,
+                    dtype="float32",
+                    blocksize=self.block,
+                    callback=self._callback,
+                    finished_callback=self._on_finished,
+                ))
+                self._stream.start()
+                if self._pulse is not None:
+                    self._pulse.attach()
+                    self._clear_queue()  # anything recorded before the move (usually nothing)
         except sd.PortAudioError as exc:
+            self.close()
             raise AudioError(
                 f"cannot open {self.info.name} at {self.samplerate} Hz with {self.channels} "
                 f"channel(s): {exc}. Try samplerate= or channels= with values the device supports."
             ) from None
+        except BaseException:
+            self.close()
+            raise
+        self.finished = False
+        self._next_check = time.monotonic() + self.check_seconds
         logger.info("capturing from %s", self.description)
 
-    def _on_finished(self) -> None:
-        # Called by PortAudio when the stream ends, including when the device disappears.
-        if self._stream is not None and not getattr(self, "_closing", False):
-            self.error = (f"the device {self.info.name} stopped delivering audio (unplugged, or "
-                          "taken by another app?). Everything captured until then is kept.")
+    def _clear_queue(self) -> int:
+        dropped = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return dropped
+            dropped += 1
+
+    def _check_source(self, now: float, force: bool = False) -> None:
+        """End the capture if PulseAudio no longer records the named source into it."""
+        if self._pulse is None or (now < self._next_check and not force):
+            return
+        self._next_check = now + self.check_seconds
+        problem = self._pulse.check()
+        if problem is None:
+            return
+        what, moved = problem
+        self.error = f"{what} Everything captured from {self.info.name} until then is kept."
+        self._stop_stream()
+        if moved:  # what is still queued most likely came from the other source
+            dropped = self._clear_queue()
+            logger.debug("dropped %d block(s) queued when the move was noticed", dropped)
+
+    def _stop_stream(self) -> None:
+        self._closing = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            close_stream(stream)
 
     def read(self, timeout: float) -> np.ndarray | None:
         """Return the next captured block, or ``None`` after `timeout` seconds without one."""
+        if self.error is None:
+            self._check_source(time.monotonic())
+        if self.error is None and self._ended.is_set():
+            self._check_source(time.monotonic(), force=True)  # a vanished source says more
+            self.error = self.error or (
+                f"the device {self.info.name} stopped delivering audio (unplugged, or taken "
+                "by another app?). Everything captured until then is kept.")
         try:
-            block = self._queue.get(timeout=timeout)
+            block = self._queue.get(timeout=0 if self.error else timeout)
         except queue.Empty:
             now = time.monotonic()
-            if (not self.error and self._last_block is not None
+            if (self.error is None and self._last_block is not None
                     and now - self._last_block > self.stall_seconds):
-                self.error = (f"the device {self.info.name} stopped delivering audio: none for "
-                              f"{self.stall_seconds:g} s (unplugged, or taken by another app?). "
-                              "Everything captured until then is kept.")
-            if self.error and self._queue.empty():
+                self._check_source(now, force=True)  # a vanished or moved source says more
+                self.error = self.error or (
+                    f"the device {self.info.name} stopped delivering audio: none for "
+                    f"{self.stall_seconds:g} s (unplugged, or taken by another app?). "
+                    "Everything captured until then is kept.")
+            if self.error:
                 self.finished = True
             return None
         self._last_block = time.monotonic()
@@ -311,11 +382,10 @@ class DeviceSource:
 
     def close(self) -> None:
         """Stop and close the stream (idempotent). Call it from the thread that reads."""
-        self._closing = True
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-            finally:
-                stream.close()
-        self.finished = True
+        try:
+            self._stop_stream()
+        finally:
+            pulse, self._pulse = self._pulse, None
+            if pulse is not None:
+                pulse.close()
+            self.finished = True

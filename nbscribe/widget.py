@@ -223,7 +223,10 @@ class Panel:
         return bundle
 
     def refresh_devices(self, preselect: str | None = None) -> bool:
-        """Re-scan input devices (loopback devices first); return whether any exist."""
+        """Re-scan input devices (loopback devices first); return whether any exist.
+
+        A running capture is never disturbed (see `nbscribe.devices`).
+        """
         try:
             devices = list_devices()
         except NbscribeError as exc:
