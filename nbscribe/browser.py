@@ -1,11 +1,13 @@
 """The browser as an audio source, for kernels that cannot hear the user (Binder, JupyterHub).
 
-`BrowserSource` is a widget (anywidget) and an `AudioSource` at once. In the page, a button
-captures the microphone (``getUserMedia``) or a tab or the screen with its audio
-(``getDisplayMedia``); an AudioWorklet turns it into 16 kHz mono PCM16 in 100 ms chunks, which
-go to the kernel over the widget's comm as binary buffers. In the kernel the chunks only enter a
-queue (comm messages are handled on the kernel's main thread, which may be busy); the
-transcriber's pump thread reads them like any other source.
+`BrowserSource` is an `AudioSource` that has a widget, `BrowserCapture` (anywidget): its
+lifetime as a source (start, read, close: one capture) is separate from the widget's (shown in
+the page, reused from session to session). In the page, a button captures the microphone
+(``getUserMedia``) or a tab or the screen with its audio (``getDisplayMedia``); an AudioWorklet
+turns it into 16 kHz mono PCM16 in 100 ms chunks, which go to the kernel over the widget's comm
+as binary buffers. In the kernel the chunks only enter a queue (comm messages are handled on the
+kernel's main thread, which may be busy); the transcriber's pump thread reads them like any
+other source.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-__all__ = ["BrowserSource"]
+__all__ = ["BrowserCapture", "BrowserSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,30 @@ export default { render };
 """
 
 
-class BrowserSource(anywidget.AnyWidget):
+class BrowserCapture(anywidget.AnyWidget):
+    """The widget: a share button in the page that sends captured audio to the kernel.
+
+    Attributes
+    ----------
+    kind : str
+        ``"mic"`` or ``"display"`` (a tab or the screen with its audio).
+    sharing : bool
+        Whether the browser is capturing now.
+    """
+
+    _esm = _ESM
+    kind = traitlets.Unicode("mic").tag(sync=True)
+    sharing = traitlets.Bool(False).tag(sync=True)
+
+    def stop_sharing(self) -> None:
+        """Ask the page to stop capturing (the page may be gone: then nothing happens)."""
+        try:
+            self.send({"type": "stop"})
+        except Exception:
+            logger.debug("could not tell the browser to stop sharing", exc_info=True)
+
+
+class BrowserSource:
     """Audio captured by the user's browser: the microphone, or a tab or screen with its audio.
 
     Show it (or choose *Browser* in the panel), click its button, and pass it to a
@@ -111,29 +136,44 @@ class BrowserSource(anywidget.AnyWidget):
 
     Attributes
     ----------
-    sharing : bool
-        Whether the browser is capturing now.
+    widget : BrowserCapture
+        The button in the page; it outlives a capture (see `close_widget`).
+    chunks : int
+        100 ms chunks the page has sent.
     """
 
-    _esm = _ESM
-    kind = traitlets.Unicode("mic").tag(sync=True)
-    sharing = traitlets.Bool(False).tag(sync=True)
+    samplerate = 16000
+    channels = 1
+    realtime = True
 
-    def __init__(self, kind: str = "mic", queue_seconds: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(kind=kind, **kwargs)
-        self.samplerate = 16000
-        self.channels = 1
-        self.realtime = True
+    def __init__(self, kind: str = "mic", queue_seconds: float = 60.0) -> None:
+        if kind not in ("mic", "display"):
+            raise ValueError(f"kind must be 'mic' or 'display', got {kind!r}")
+        self.widget = BrowserCapture(kind=kind)
         self.finished = False
         self.overflows = 0
         self.error: str | None = None
         self.chunks = 0
         self._active = False
         self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=int(queue_seconds * 10))
-        self.on_msg(self._on_msg)
-        if kind not in ("mic", "display"):
-            self.close_widget()
-            raise ValueError(f"kind must be 'mic' or 'display', got {kind!r}")
+        self.widget.on_msg(self._on_msg)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    @property
+    def kind(self) -> str:
+        """``"mic"`` or ``"display"``."""
+        return str(self.widget.kind)
+
+    @kind.setter
+    def kind(self, value: str) -> None:
+        self.widget.kind = value
+
+    @property
+    def sharing(self) -> bool:
+        """Whether the browser is capturing now."""
+        return bool(self.widget.sharing)
 
     @property
     def description(self) -> str:
@@ -173,20 +213,17 @@ class BrowserSource(anywidget.AnyWidget):
         except queue.Empty:
             return None
 
-    def close_widget(self) -> None:
-        """Close the widget itself (`close` only ends a capture, as for every source)."""
-        self.close()
-        super().close()
-
     def close(self) -> None:
-        """Stop taking audio and ask the browser to stop sharing (idempotent).
+        """End this capture and ask the browser to stop sharing (idempotent).
 
         The widget stays on the page for the next session; see `close_widget`.
         """
-        if getattr(self, "_active", False):
+        if self._active:
             self._active = False
-            try:
-                self.send({"type": "stop"})
-            except Exception:  # the page may be gone
-                logger.debug("could not tell the browser to stop sharing", exc_info=True)
+            self.widget.stop_sharing()
         self.finished = True
+
+    def close_widget(self) -> None:
+        """End any capture and close the widget itself."""
+        self.close()
+        self.widget.close()

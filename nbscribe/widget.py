@@ -264,7 +264,7 @@ class Panel:
                                    "pip install 'nbscribe[widget]'</span>")
             else:
                 self.browser = BrowserSource(kind=self.browser_kind.value)
-                self._browser_box.children = (self.browser_kind, self.browser)
+                self._browser_box.children = (self.browser_kind, self.browser.widget)
         self._browser_box.layout.display = (
             None if self.source_kind.value == "browser" else "none")
         is_file = self.source_kind.value == "file"

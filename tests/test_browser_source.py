@@ -22,12 +22,12 @@ def chunk(k: int) -> memoryview:
 
 def test_chunks_from_the_page_reach_the_service():
     src = BrowserSource()
-    src._on_msg(src, {"type": "audio", "sr": 16000}, [chunk(99)])  # before start: not used
+    src._on_msg(src.widget, {"type": "audio", "sr": 16000}, [chunk(99)])  # before start: not used
     with ScriptedServer(replay([])) as server:
         tr = Transcriber(src, url=server.url, api_key="k")
         tr.start()
         for k in range(1, 11):  # one second, at the page's pace
-            src._on_msg(src, {"type": "audio", "sr": 16000}, [chunk(k)])
+            src._on_msg(src.widget, {"type": "audio", "sr": 16000}, [chunk(k)])
             time.sleep(0.1)
         deadline = time.monotonic() + 10
         while len(server.sessions[0].audio) < 20 and time.monotonic() < deadline:
@@ -45,9 +45,12 @@ def test_wrong_rate_and_errors_are_reported():
     src = BrowserSource(kind="display")
     assert src.description == "browser tab/screen audio"
     src.start()
-    src._on_msg(src, {"type": "audio", "sr": 48000}, [chunk(1)])
+    src._on_msg(src.widget, {"type": "audio", "sr": 48000}, [chunk(1)])
     assert "48000 Hz" in src.error and src.read(0.05) is None
-    src._on_msg(src, {"type": "error", "message": "NotAllowedError"}, [])
+    src._on_msg(src.widget, {"type": "error", "message": "NotAllowedError"}, [])
     src.close()
+    assert src.finished
+    src.close_widget()
+    assert src.widget.comm is None  # the widget is closed too
     with pytest.raises(ValueError, match="kind"):
         BrowserSource(kind="speakers")
