@@ -114,7 +114,7 @@ def stereo_48k(seconds: float) -> np.ndarray:
 def client_overhead(seconds: float) -> dict:
     audio = stereo_48k(seconds)
     with NullServer() as server:
-        tr = Transcriber(ArraySource(audio, 48000), url=server.url, api_key="bench")
+        tr = Transcriber(ArraySource(audio, 48000, realtime=False), url=server.url, api_key="bench")
         c0 = cpu()
         tr.start()
         tr.wait()
@@ -173,7 +173,8 @@ def stop_latency(runs: int) -> list[float]:
 
 def memory(minutes: float) -> dict:
     with NullServer(turn_every=40) as server:
-        warm = Transcriber(ArraySource(stereo_48k(30), 48000), url=server.url, api_key="b")
+        warm = Transcriber(ArraySource(stereo_48k(30), 48000, realtime=False), url=server.url,
+                           api_key="b")
         warm.start()
         warm.wait()
         warm.stop()

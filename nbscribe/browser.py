@@ -142,7 +142,7 @@ class BrowserSource:
         100 ms chunks the page has sent.
     """
 
-    samplerate = 16000
+    sample_rate = 16000
     channels = 1
     realtime = True
 
@@ -184,7 +184,7 @@ class BrowserSource:
         # The kernel's main thread: queue and return.
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "audio" and buffers:
-            if content.get("sr") != self.samplerate:
+            if content.get("sr") != self.sample_rate:
                 self.error = f"the browser sent {content.get('sr')} Hz audio, not 16000 Hz"
                 return
             self.chunks += 1

@@ -115,7 +115,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     if args.file:
         source = FileSource(args.file, realtime=not args.fast, block_ms=args.frame_ms)
     else:
-        source = DeviceSource(args.device[0], samplerate=args.samplerate,
+        source = DeviceSource(args.device[0], sample_rate=args.sample_rate,
                               channels=args.channels)
     tr = Transcriber(
         source,
@@ -185,7 +185,7 @@ def _transcribe_many(args: argparse.Namespace) -> int:
     if len(args.device) > 2:
         raise NbscribeError("give --device at most twice: your microphone, then the loopback")
     names = ("you", "others")
-    sources = {n: DeviceSource(d, samplerate=args.samplerate, channels=args.channels)
+    sources = {n: DeviceSource(d, sample_rate=args.sample_rate, channels=args.channels)
                for n, d in zip(names, args.device, strict=True)}
     multi = MultiTranscriber(sources, url=args.url, api_key=args.api_key, token=args.token,
                              local=True if args.local else None, out_dir=args.out,
@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="send a file faster than real time "
                    "(only servers that allow it, such as the local server)")
     p.add_argument("--frame-ms", type=int, default=50, help="audio per message, 50-1000 ms")
-    p.add_argument("--samplerate", type=int, help="open the device at this rate")
+    p.add_argument("--sample-rate", "--samplerate", dest="sample_rate", type=int,
+                   help="open the device at this rate")
     p.add_argument("--channels", type=int, help="open the device with this many channels")
     _add_service_args(p)
     p.set_defaults(func=_cmd_transcribe)

@@ -183,7 +183,7 @@ class DeviceInfo:
         ``"Core Audio"``, ``"Windows WASAPI"``, ``"ALSA"``, ``"PulseAudio"`` ...
     channels : int
         Input channels the device offers.
-    samplerate : float
+    sample_rate : float
         Its default sample rate.
     is_loopback : bool
         Whether the name looks like a loopback device (BlackHole, VB-Cable, a ``.monitor`` ...).
@@ -193,7 +193,7 @@ class DeviceInfo:
     index: int | None
     hostapi: str
     channels: int
-    samplerate: float
+    sample_rate: float
     is_loopback: bool
 
     def __str__(self) -> str:
@@ -201,7 +201,7 @@ class DeviceInfo:
         where = f"[{self.index}]" if self.index is not None else "[pulse]"
         return (
             f"{where} {self.name} ({self.hostapi}, {self.channels} ch, "
-            f"{self.samplerate:g} Hz, {mark})"
+            f"{self.sample_rate:g} Hz, {mark})"
         )
 
 
@@ -221,7 +221,7 @@ def _pulse_sources() -> list[DeviceInfo]:
         logger.log(logging.WARNING if "pulsectl" in str(exc) else logging.DEBUG,
                    "PulseAudio sources are not listed: %s", exc)
         return []
-    return [DeviceInfo(s.name, None, "PulseAudio", s.channels, s.samplerate,
+    return [DeviceInfo(s.name, None, "PulseAudio", s.channels, s.sample_rate,
                        is_loopback_name(s.name)) for s in sources]
 
 
@@ -260,7 +260,7 @@ def list_devices(refresh: bool = True) -> list[DeviceInfo]:
                 index=dev["index"],
                 hostapi=hostapi,
                 channels=int(dev["max_input_channels"]),
-                samplerate=float(dev["default_samplerate"]),
+                sample_rate=float(dev["default_samplerate"]),
                 is_loopback=is_loopback_name(dev["name"]),
             )
         )

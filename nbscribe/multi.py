@@ -164,7 +164,7 @@ class MultiTranscriber:
         first = next(iter(self.transcribers.values()))
         started = []
         try:
-            self.service.start(fast=not getattr(first.source, "realtime", True))
+            self.service.start(fast=not first.source.realtime)
             for tr in self.transcribers.values():
                 tr.start()
                 started.append(tr)

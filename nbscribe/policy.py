@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from .errors import NbscribeError, is_retryable
+from .errors import ConnectError, StreamError, is_retryable
 from .events import Begin
 
 __all__ = ["Liveness", "ReconnectPolicy", "TokenSource"]
@@ -39,11 +39,11 @@ class ReconnectPolicy:
     failures: int = 0
     next_attempt: float = 0.0
 
-    def retryable(self, error: NbscribeError | None) -> bool:
+    def retryable(self, error: ConnectError | StreamError | None) -> bool:
         """Whether a session that ended with `error` may go on with a new connection."""
         if not self.enabled:
             return False
-        return error is None or is_retryable(getattr(error, "code", None))
+        return error is None or is_retryable(error.code)
 
     def may_attempt(self, now: float) -> bool:
         """Whether the backoff allows a connection attempt at `now`."""

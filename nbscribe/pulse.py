@@ -60,7 +60,7 @@ class PulseSource:
         The server's index for it (valid while it exists).
     channels : int
         Its channel count.
-    samplerate : float
+    sample_rate : float
         Its sample rate.
     description : str
         The human-readable description.
@@ -69,7 +69,7 @@ class PulseSource:
     name: str
     index: int
     channels: int
-    samplerate: float
+    sample_rate: float
     description: str
 
 

@@ -108,7 +108,7 @@ class Pump:
                 return
             finally:
                 opened.set()
-            conv = Converter(source.samplerate, source.channels, self.params.sample_rate,
+            conv = Converter(source.sample_rate, source.channels, self.params.sample_rate,
                              self.outbox.frame_ms)
             wav = WavWriter(self.wav_path, self.params.sample_rate)
             self._loop(conv, wav)
@@ -279,7 +279,7 @@ class Pump:
         client = self.client
         if client is None:
             return
-        paced = getattr(self.source, "realtime", True)
+        paced = self.source.realtime
         while (frame := self.outbox.due(time.monotonic(), paced)) is not None:
             try:
                 client.send_audio(frame)

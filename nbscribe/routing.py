@@ -162,7 +162,7 @@ def check_routing(device: str | int | None = None, output: str | int | None = No
             b = source.read(0.1)
             if b is not None:
                 blocks.append(b)
-        before = sum(len(b) for b in blocks) / source.samplerate  # recorded before the chirp
+        before = sum(len(b) for b in blocks) / source.sample_rate  # recorded before the chirp
         player = _Player(played.astype(np.float32) / 32768.0, out_rate, output)
         try:
             # Read until the chirp has had time to arrive, then for as long as blocks keep
@@ -181,7 +181,7 @@ def check_routing(device: str | int | None = None, output: str | int | None = No
     finally:
         source.close()
     if blocks:
-        conv = Converter(source.samplerate, source.channels, RATE, 50)
+        conv = Converter(source.sample_rate, source.channels, RATE, 50)
         frames = conv.push(np.concatenate(blocks)) + conv.flush()
         rec = np.frombuffer(b"".join(frames), "<i2").astype(np.float32) / 32768.0
     else:  # an input that delivers nothing while its output is idle: silence

@@ -303,7 +303,7 @@ class Transcriber:
         pump = Pump(self.source, self.params, self.outbox, self.policy, self._new_client,
                     self._events, self._confirmed, self._wav_path, self.terminate_timeout)
         try:
-            self.service.start(fast=not getattr(self.source, "realtime", True))
+            self.service.start(fast=not self.source.realtime)
             self.session.metadata.update(source=self.source.description,
                                          service=self.service_name,
                                          params=self.params.to_dict(),

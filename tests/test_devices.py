@@ -140,7 +140,7 @@ def test_nbscribes_own_actions_never_interrupt_a_capture(pulse, tone, action):
     cap = Capture(DeviceSource("loopback.monitor"))
     try:
         cap.wait_steady()
-        rate = cap.source.samplerate
+        rate = cap.source.sample_rate
         t0, f0 = time.monotonic(), cap.frames()
         action()
         t_action = time.monotonic()

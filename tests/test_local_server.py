@@ -301,7 +301,7 @@ def test_8khz_and_mulaw_are_accepted(server, samples_dir):
 
     low = soxr.resample(audio, 16000, 8000)
     pcm8 = (np.clip(low, -1, 1) * 32767).astype("<i2")
-    src = ArraySource(pcm8, 8000)
+    src = ArraySource(pcm8, 8000, realtime=False)
     tr = Transcriber(src, url=server.url, sample_rate=8000)
     tr.start()
     tr.wait(60)
@@ -330,7 +330,7 @@ def test_speech_played_into_the_null_sink_is_transcribed(pulse, espeak_wav, serv
     second = "We will start the meeting in five minutes."
     wav = espeak_wav(f"{first} {second}", "loop", rate=22050, pad=0.8)
     src = DeviceSource("loopback.monitor")
-    assert src.samplerate > 16000 or src.channels == 2  # converted, not opened at 16 kHz mono
+    assert src.sample_rate > 16000 or src.channels == 2  # converted, not opened at 16 kHz mono
     tr = Transcriber(src, url=server.url)
     tr.start()
     player = threading.Timer(0.5, lambda: pulse.play(wav).wait())

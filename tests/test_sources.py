@@ -39,7 +39,7 @@ def test_unusual_wav_files_are_converted(tmp_path, subtype, rate, channels):
     path = tmp_path / f"x_{subtype}.wav"
     sf.write(path, sine(1.0, rate, 440, channels, amp=0.4), rate, subtype=subtype)
     src = FileSource(path, realtime=False)
-    assert (src.samplerate, src.channels) == (rate, channels)
+    assert (src.sample_rate, src.channels) == (rate, channels)
     data = drain(src)
     conv = Converter(rate, channels, 16000, 50)
     frames = conv.push(data) + conv.flush()
@@ -152,8 +152,8 @@ def test_capture_48k_stereo_from_the_monitor_matches_what_was_played(pulse, tmp_
     ref = ref.astype(np.float32)
     wav = tmp_path / "ref.wav"
     sf.write(wav, ref, 16000, subtype="PCM_16")
-    src = DeviceSource("loopback.monitor", samplerate=48000, channels=2)
-    assert (src.samplerate, src.channels) == (48000, 2)
+    src = DeviceSource("loopback.monitor", sample_rate=48000, channels=2)
+    assert (src.sample_rate, src.channels) == (48000, 2)
     captured = _capture(src, 2.8, play=lambda: pulse.play(wav))
     assert captured.shape[1] == 2
     conv = Converter(48000, 2, 16000, 50)
