@@ -32,7 +32,7 @@ from .connection import (
 )
 from .errors import ConnectError, StreamError, describe_code, refused
 from .events import Begin, ErrorEvent, Event, Termination
-from .params import StreamingParams
+from .params import StreamingParams, merge_update
 from .policy import Liveness
 from .protocol import (
     DEFAULT_URL,
@@ -205,12 +205,7 @@ class StreamingClient:
         self._send(encode_keep_alive())
 
     def update_configuration(self, **fields: object) -> None:
-        """Change session settings mid-stream (e.g. ``keyterms_prompt``, ``max_turn_silence``).
-
-        The fields are validated against the connection parameters first.
-        """
-        from .params import merge_update
-
+        """Change settings mid-stream (``keyterms_prompt``, ...), validated like parameters."""
         self.params = merge_update(self.params, fields)
         self._send(encode_update(**fields))
 
@@ -230,19 +225,17 @@ class StreamingClient:
             raise StreamError(f"the connection broke while sending: {exc}", 1006) from None
 
     def _ended_error(self) -> StreamError:
-        if self.error is not None:
-            return self.error
         if self._conn is None:
             return StreamError("not connected: call connect() first")
-        return StreamError(f"the session has ended ({describe_code(self.close_code)})")
+        return self.error or StreamError(f"the session has ended "
+                                         f"({describe_code(self.close_code)})")
 
     # -- receiving ----------------------------------------------------------------------------
 
     def _dispatch(self, event: Event) -> None:
-        if self.on_event is None:
-            return
         try:
-            self.on_event(event)
+            if self.on_event is not None:
+                self.on_event(event)
         except Exception:
             logger.exception("an on_event handler raised; carrying on")
 
@@ -315,17 +308,11 @@ class StreamingClient:
     # -- closing ------------------------------------------------------------------------------
 
     def terminate(self, by_reader: bool = False) -> None:
-        """Send ``Terminate`` (once); the reader ends after ``Termination``.
+        """Send ``Terminate`` (once); the server finalises the open turn, then ``Termination``.
 
-        The server finalises the open turn first. Use `close` to also wait for it, or poll
-        `finished` and call `abort` at a deadline of your own.
-
-        Parameters
-        ----------
-        by_reader : bool
-            Leave the sending to the reader thread (within half a second) and return at once,
-            even if the connection is wedged: the transcriber does this when it rolls over to
-            a new session, so that capture never waits on the old one.
+        With `by_reader`, the reader thread sends it (within half a second) and this returns at
+        once even if the connection is wedged: the transcriber's rollover does so, so capture
+        never waits on an old session. `close` also waits; or poll `finished` and `abort`.
         """
         with self._lock:
             if self._terminated:

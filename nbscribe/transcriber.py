@@ -235,11 +235,6 @@ class Transcriber:
         return self.service.local
 
     @property
-    def local_server(self) -> Any:
-        """The embedded local server, while it runs."""
-        return self.service.server
-
-    @property
     def service_name(self) -> str:
         """A short name of where audio goes (never containing a key)."""
         return self.service.describe()
