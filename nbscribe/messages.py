@@ -6,7 +6,8 @@ server, the `nbscribe.testing` fake) uses. Both go through one table keyed by th
 
 `decode` never raises on what a server sends: unknown message types and malformed frames give
 ``None`` (logged at debug level) so a client can ignore them. Fields with the wrong type get
-neutral defaults. Encoders leave out fields that are ``None``, as the service does.
+neutral defaults. Encoders leave out fields that are ``None``, and write the fields in the
+order the service does (``type`` first, except in a ``Turn``, where it comes last).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _decode_begin(msg: dict[str, Any]) -> Begin:
 
 
 def _encode_begin(event: Begin) -> dict[str, Any]:
-    return _present(id=event.id, expires_at=event.expires_at,
+    return _present(type=wire_type(event), id=event.id, expires_at=event.expires_at,
                     configuration=dict(event.configuration))
 
 
@@ -154,6 +155,7 @@ def _encode_turn(event: Turn) -> dict[str, Any]:
         speaker_label=event.speaker_label,
         language_code=event.language_code,
         language_confidence=event.language_confidence,
+        type=wire_type(event),
     )
 
 
@@ -165,7 +167,8 @@ def _decode_speech_started(msg: dict[str, Any]) -> SpeechStarted:
 
 
 def _encode_speech_started(event: SpeechStarted) -> dict[str, Any]:
-    return _present(timestamp=event.timestamp, confidence=event.confidence)
+    return _present(type=wire_type(event), timestamp=event.timestamp,
+                    confidence=event.confidence)
 
 
 def _decode_speaker_revision(msg: dict[str, Any]) -> SpeakerRevision:
@@ -183,7 +186,7 @@ def _decode_speaker_revision(msg: dict[str, Any]) -> SpeakerRevision:
 
 
 def _encode_speaker_revision(event: SpeakerRevision) -> dict[str, Any]:
-    return {"revisions": [
+    return {"type": wire_type(event), "revisions": [
         _present(turn_order=order, speaker_label=label, words=_encode_words(words))
         for order, label, words in event.revisions
     ]}
@@ -197,7 +200,7 @@ def _decode_termination(msg: dict[str, Any]) -> Termination:
 
 
 def _encode_termination(event: Termination) -> dict[str, Any]:
-    return _present(audio_duration_seconds=event.audio_duration_seconds,
+    return _present(type=wire_type(event), audio_duration_seconds=event.audio_duration_seconds,
                     session_duration_seconds=event.session_duration_seconds)
 
 
@@ -207,7 +210,7 @@ def _decode_error(msg: dict[str, Any]) -> ErrorEvent:
 
 
 def _encode_error(event: ErrorEvent) -> dict[str, Any]:
-    return _present(error_code=event.code, error=event.message)
+    return _present(type=wire_type(event), error_code=event.code, error=event.message)
 
 
 def _decode_warning(msg: dict[str, Any]) -> WarningEvent:
@@ -215,7 +218,7 @@ def _decode_warning(msg: dict[str, Any]) -> WarningEvent:
 
 
 def _encode_warning(event: WarningEvent) -> dict[str, Any]:
-    return _present(warning_code=event.code, warning=event.message)
+    return _present(type=wire_type(event), warning_code=event.code, warning=event.message)
 
 
 _Decoder = Callable[[dict[str, Any]], Event | None]
@@ -270,7 +273,7 @@ def decode(text: str | bytes) -> Event | None:
 
 
 def encode(event: Event) -> str:
-    """Return the JSON frame a server sends for `event` (its ``type`` first).
+    """Return the JSON frame a server sends for `event`.
 
     Parameters
     ----------
@@ -283,7 +286,7 @@ def encode(event: Event) -> str:
         What `decode` turns back into an equal event (an ``Error``'s message then also says
         what its code means).
     """
-    return json.dumps({"type": wire_type(event), **_CODECS[type(event)][1](event)})
+    return json.dumps(_CODECS[type(event)][1](event))
 
 
 def encode_begin(event: Begin) -> str:

@@ -93,6 +93,14 @@ def test_the_local_server_turn_shape_is_unchanged():
         "words": [{"start": 10, "end": 200, "text": "Hi.", "confidence": 0.5,
                    "word_is_final": True, "speaker": "A"}],
     }
+    # in the service's order: a Turn's type comes last, every other message's first
+    assert list(json.loads(encode(final))) == [
+        "turn_order", "turn_is_formatted", "end_of_turn", "transcript", "end_of_turn_confidence",
+        "words", "utterance", "speaker_label", "type"]
+    assert list(json.loads(encode(final))["words"][0]) == [
+        "start", "end", "text", "confidence", "word_is_final", "speaker"]
+    assert all(next(iter(json.loads(encode(e)))) == "type"
+               for e in EXAMPLES if not isinstance(e, Turn))
     partial = Turn(2, "hi", False, words=(Word("hi", 10, 200, 0.5),))
     assert json.loads(encode(partial)) == {
         "type": "Turn", "turn_order": 2, "turn_is_formatted": False, "end_of_turn": False,
