@@ -2,6 +2,9 @@
 
 One class per server message of AssemblyAI's v3 streaming protocol. Times are integers in
 milliseconds from the start of the audio stream of that server session, as on the wire.
+
+`EVENT_TYPES` is the one list of these messages: `nbscribe.messages` decodes and encodes by it,
+and the journal names and rebuilds events by it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "EVENT_TYPES",
     "Begin",
     "ErrorEvent",
     "Event",
@@ -19,6 +23,7 @@ __all__ = [
     "Turn",
     "WarningEvent",
     "Word",
+    "wire_type",
 ]
 
 
@@ -120,3 +125,21 @@ class WarningEvent:
 
 
 Event = Begin | Turn | SpeechStarted | SpeakerRevision | Termination | ErrorEvent | WarningEvent
+
+#: Every server message: its ``type`` on the wire -> the event class it becomes.
+EVENT_TYPES: dict[str, type[Event]] = {
+    "Begin": Begin,
+    "Turn": Turn,
+    "SpeechStarted": SpeechStarted,
+    "SpeakerRevision": SpeakerRevision,
+    "Termination": Termination,
+    "Error": ErrorEvent,
+    "Warning": WarningEvent,
+}
+
+_WIRE_NAMES = {cls: name for name, cls in EVENT_TYPES.items()}
+
+
+def wire_type(event: Event) -> str:
+    """Return the ``type`` an event has on the wire (``"Error"`` for an `ErrorEvent`)."""
+    return _WIRE_NAMES[type(event)]

@@ -18,17 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .events import (
-    Begin,
-    ErrorEvent,
-    Event,
-    SpeakerRevision,
-    SpeechStarted,
-    Termination,
-    Turn,
-    WarningEvent,
-    Word,
-)
+from .events import EVENT_TYPES, Event, SpeakerRevision, Turn, Word
 from .session import Session
 
 __all__ = ["JOURNAL_NAME", "Journal", "load_session"]
@@ -36,8 +26,8 @@ __all__ = ["JOURNAL_NAME", "Journal", "load_session"]
 logger = logging.getLogger(__name__)
 
 JOURNAL_NAME = "events.jsonl"
-_TYPES = {cls.__name__: cls for cls in
-          (Begin, Turn, SpeechStarted, SpeakerRevision, Termination, ErrorEvent, WarningEvent)}
+#: Event class name (as the journal writes it) -> class.
+_TYPES = {cls.__name__: cls for cls in EVENT_TYPES.values()}
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

@@ -1,46 +1,54 @@
-"""The v3 streaming wire format as pure functions: URLs, headers, decoding and control messages.
+"""The v3 streaming wire format as pure functions: URLs, headers, and every message both ways.
 
-Nothing here does I/O. `decode` never raises on what a server sends: unknown message types and
-malformed frames give ``None`` (logged at debug level) so a client can ignore them.
+Nothing here does I/O. The client's control messages (``Terminate``, ``ForceEndpoint``,
+``KeepAlive``, ``UpdateConfiguration``) are encoded here and read back by a server with
+`decode_control`; the server's messages are decoded with `decode` and encoded with the
+``encode_*`` functions of `nbscribe.messages`, re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import urllib.parse
 from typing import Any
 
 from ._version import __version__
-from .errors import describe_code
-from .events import (
-    Begin,
-    ErrorEvent,
-    Event,
-    SpeakerRevision,
-    SpeechStarted,
-    Termination,
-    Turn,
-    WarningEvent,
-    Word,
+from .messages import (
+    decode,
+    encode,
+    encode_begin,
+    encode_error,
+    encode_speaker_revision,
+    encode_speech_started,
+    encode_termination,
+    encode_turn,
+    encode_warning,
 )
 from .params import StreamingParams
 
 __all__ = [
     "API_VERSION",
+    "CONTROL_TYPES",
     "DEFAULT_URL",
     "build_url",
     "decode",
+    "decode_control",
+    "encode",
+    "encode_begin",
+    "encode_error",
     "encode_force_endpoint",
     "encode_keep_alive",
+    "encode_speaker_revision",
+    "encode_speech_started",
     "encode_terminate",
+    "encode_termination",
+    "encode_turn",
     "encode_update",
+    "encode_warning",
     "headers",
     "redact_url",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: AssemblyAI's streaming endpoint.
 DEFAULT_URL = "wss://streaming.assemblyai.com/v3/ws"
@@ -93,6 +101,10 @@ def headers(api_key: str | None) -> list[str]:
     return out
 
 
+#: The messages a client may send as text.
+CONTROL_TYPES = ("Terminate", "ForceEndpoint", "KeepAlive", "UpdateConfiguration")
+
+
 def encode_terminate() -> str:
     """Return the ``Terminate`` message: the server flushes, sends Termination and closes."""
     return '{"type": "Terminate"}'
@@ -118,120 +130,34 @@ def encode_update(**fields: Any) -> str:
     return json.dumps(body)
 
 
-def _int(value: Any, default: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return int(value)
-
-
-def _float(value: Any, default: float | None = 0.0) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return float(value)
-
-
-def _str(value: Any, default: str | None = "") -> str | None:
-    return value if isinstance(value, str) else default
-
-
-def _words(raw: Any) -> tuple[Word, ...]:
-    if not isinstance(raw, list):
-        return ()
-    words = []
-    for item in raw:
-        if not isinstance(item, dict):
-            continue
-        words.append(
-            Word(
-                text=_str(item.get("text")) or "",
-                start=_int(item.get("start")),
-                end=_int(item.get("end")),
-                confidence=_float(item.get("confidence")) or 0.0,
-                word_is_final=item.get("word_is_final") is True,
-                speaker=_str(item.get("speaker"), None),
-            )
-        )
-    return tuple(words)
-
-
-def decode(text: str | bytes) -> Event | None:
-    """Turn one server frame into an event.
+def decode_control(text: str) -> tuple[str, dict[str, Any]]:
+    """Read one text message from a client (the server's side of the control messages).
 
     Parameters
     ----------
-    text : str or bytes
+    text : str
         The frame's payload.
 
     Returns
     -------
-    Event or None
-        ``None`` for frames that are not JSON objects, have an unknown ``type``, or lack a
-        field the event cannot do without. Fields with the wrong type get neutral defaults.
+    kind : str
+        One of `CONTROL_TYPES`.
+    fields : dict
+        The message's other fields (those of ``UpdateConfiguration``; empty for the others).
+
+    Raises
+    ------
+    ValueError
+        For a frame that is not JSON, not an object, or of an unknown type; the message is the
+        text a server sends with error 3006.
     """
     try:
         msg = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        logger.debug("ignoring a frame that is not JSON (%d bytes)", len(text))
-        return None
+    except ValueError:
+        raise ValueError(f"Invalid JSON: {text[:200]}") from None
     if not isinstance(msg, dict):
-        logger.debug("ignoring a JSON frame that is not an object")
-        return None
+        raise ValueError(f"Invalid Message: {text[:200]}")
     kind = msg.get("type")
-    if kind == "Turn":
-        order = msg.get("turn_order")
-        if isinstance(order, bool) or not isinstance(order, int):
-            logger.debug("ignoring a Turn without an integer turn_order")
-            return None
-        return Turn(
-            turn_order=order,
-            transcript=_str(msg.get("transcript")) or "",
-            end_of_turn=msg.get("end_of_turn") is True,
-            turn_is_formatted=msg.get("turn_is_formatted") is True,
-            end_of_turn_confidence=_float(msg.get("end_of_turn_confidence")) or 0.0,
-            words=_words(msg.get("words")),
-            utterance=_str(msg.get("utterance")) or "",
-            speaker_label=_str(msg.get("speaker_label"), None),
-            language_code=_str(msg.get("language_code"), None),
-            language_confidence=_float(msg.get("language_confidence"), None),
-        )
-    if kind == "Begin":
-        config = msg.get("configuration")
-        return Begin(
-            id=_str(msg.get("id")) or "",
-            expires_at=_int(msg.get("expires_at"), 0) or None,
-            configuration=config if isinstance(config, dict) else {},
-        )
-    if kind == "SpeechStarted":
-        return SpeechStarted(
-            timestamp=_int(msg.get("timestamp")),
-            confidence=_float(msg.get("confidence"), None),
-        )
-    if kind == "Termination":
-        return Termination(
-            audio_duration_seconds=_float(msg.get("audio_duration_seconds"), None),
-            session_duration_seconds=_float(msg.get("session_duration_seconds"), None),
-        )
-    if kind == "SpeakerRevision":
-        revisions = []
-        for item in msg.get("revisions") or []:
-            if not isinstance(item, dict):
-                continue
-            order = item.get("turn_order")
-            if isinstance(order, bool) or not isinstance(order, int):
-                continue
-            revisions.append(
-                (order, _str(item.get("speaker_label"), None), _words(item.get("words")))
-            )
-        return SpeakerRevision(revisions=tuple(revisions))
-    if kind == "Error" or (kind is None and "error" in msg):
-        code = msg.get("error_code")
-        code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        return ErrorEvent(code=code, message=describe_code(code, str(msg.get("error", ""))))
-    if kind == "Warning":
-        code = msg.get("warning_code")
-        return WarningEvent(
-            code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-            message=str(msg.get("warning", "")),
-        )
-    logger.debug("ignoring a message of unknown type %r", kind)
-    return None
+    if kind not in CONTROL_TYPES:
+        raise ValueError(f"Invalid Message Type: {kind}")
+    return kind, {k: v for k, v in msg.items() if k != "type"}

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .connection import ConnectionLost, Opcode
+from .events import Begin, ErrorEvent, Termination
+from .messages import encode_begin, encode_error, encode_termination
 
 __all__ = ["FakeConnection", "FakeService", "Script"]
 
@@ -46,8 +48,7 @@ class Script:
 
     def on_open(self, conn: FakeConnection) -> None:
         """Run when the client connects (send ``Begin``, or refuse)."""
-        conn.send({"type": "Begin", "id": str(uuid.uuid4()),
-                   "expires_at": int(time.time() + self.expires_in)})
+        conn.send(encode_begin(Begin(str(uuid.uuid4()), int(time.time() + self.expires_in))))
 
     def on_audio(self, conn: FakeConnection, data: bytes) -> None:
         """Run for every audio chunk the client sends."""
@@ -59,8 +60,7 @@ class Script:
 
     def on_terminate(self, conn: FakeConnection) -> None:
         """Run for ``Terminate``: send ``Termination`` and close normally."""
-        conn.send({"type": "Termination", "audio_duration_seconds": conn.audio_seconds,
-                   "session_duration_seconds": conn.audio_seconds})
+        conn.send(encode_termination(Termination(conn.audio_seconds, conn.audio_seconds)))
         conn.close_with(1000)
 
 
@@ -118,7 +118,7 @@ class FakeConnection:
 
     def error(self, code: int, message: str = "injected") -> None:
         """Send an ``Error`` message and close with its code, as the service does."""
-        self.send({"type": "Error", "error_code": code, "error": message})
+        self.send(encode_error(ErrorEvent(code, message)))
         self.close_with(code)
 
     def drop(self) -> None:

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .errors import AuthError, ConfigError, ConnectError, describe_code
+from .errors import ConfigError, ConnectError, describe_code, refused
 from .service import resolve_api_key
 
 __all__ = ["create_temporary_token"]
@@ -61,8 +61,7 @@ def create_temporary_token(
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             body = json.loads(resp.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
-        cls = AuthError if exc.code in (401, 403) else ConnectError
-        raise cls(f"the token endpoint refused: {describe_code(exc.code)}", exc.code) from None
+        raise refused(f"the token endpoint refused: {describe_code(exc.code)}", exc.code) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise ConnectError(f"cannot get a token from {url}: {exc}") from None
     token = body.get("token") if isinstance(body, dict) else None

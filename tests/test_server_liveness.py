@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import websocket
 
+from nbscribe.events import Event, Turn
 from nbscribe.server import LocalServer, ServerConfig
 from nbscribe.server import app as app_module
 
@@ -45,7 +46,7 @@ class FakeTurnEngine:
         self.started = threading.Event()  # a call began in the pool
         self.returned = threading.Event()  # a call finished
 
-    def _call(self, name: str, size: int = 0) -> list[dict]:
+    def _call(self, name: str, size: int = 0) -> list[Event]:
         self.calls.append((name, size))
         self.started.set()
         try:
@@ -54,13 +55,13 @@ class FakeTurnEngine:
         finally:
             self.returned.set()
 
-    def feed(self, data: bytes, partials: bool = True) -> list[dict]:
+    def feed(self, data: bytes, partials: bool = True) -> list[Event]:
         return self._call("feed", len(data))
 
-    def force_endpoint(self) -> list[dict]:
+    def force_endpoint(self) -> list[Event]:
         return self._call("force_endpoint")
 
-    def finish(self) -> list[dict]:
+    def finish(self) -> list[Event]:
         return self._call("finish")
 
     def update(self, params: object) -> None:
@@ -70,7 +71,7 @@ class FakeTurnEngine:
 @dataclasses.dataclass
 class Fakes:
     gate: threading.Event = dataclasses.field(default_factory=threading.Event)
-    reply: list[dict] = dataclasses.field(default_factory=list)
+    reply: list[Event] = dataclasses.field(default_factory=list)
     sessions: list[FakeTurnEngine] = dataclasses.field(default_factory=list)
 
 
@@ -239,7 +240,7 @@ def test_a_client_that_drops_the_connection_mid_turn_ends_its_session(fakes, ser
 )
 def test_a_client_that_stops_reading_cannot_wedge_its_session(fakes, server_log, config):
     # Each decode answers with 8 MB of messages: far more than the socket buffers hold.
-    fakes.reply = [{"type": "Turn", "transcript": "x" * 2**20}] * 8
+    fakes.reply = [Turn(turn_order=0, transcript="x" * 2**20, end_of_turn=False)] * 8
     with serving(fakes, max_sessions=1, **config) as srv:
         ws = connect(srv)
         for _ in range(3):
@@ -258,7 +259,7 @@ def test_a_client_that_stops_reading_cannot_wedge_its_session(fakes, server_log,
 
 def test_stop_does_not_wait_for_a_client_that_stopped_reading(fakes, server_log):
     before = set(threading.enumerate())
-    fakes.reply = [{"type": "Turn", "transcript": "x" * 2**20}] * 8
+    fakes.reply = [Turn(turn_order=0, transcript="x" * 2**20, end_of_turn=False)] * 8
     # no pings, no send bound: only stop() itself can get rid of this connection
     srv = LocalServer(ServerConfig(port=0, max_rate=None, ping_interval=None, send_timeout=None,
                                    close_timeout=1.0), engine=FakeModel()).start()

@@ -6,7 +6,8 @@ Needs the ``local`` extra: ``pip install 'nbscribe[local]'``.
 from __future__ import annotations
 
 from .app import LocalServer, ServerConfig, serve_forever
-from .engine import EngineSettings, TurnEngine, WhisperEngine, load_model
+from .turns import EngineSettings, TurnEngine
+from .whisper import WhisperEngine, load_model
 
 __all__ = [
     "EngineSettings",

@@ -48,9 +48,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..errors import ConfigError
+from ..events import Begin, ErrorEvent, Event, Termination
 from ..params import StreamingParams, merge_update
-from ..protocol import API_VERSION
-from .engine import EngineSettings, TurnEngine, WhisperEngine
+from ..protocol import API_VERSION, decode_control, encode
+from .turns import EngineSettings, TurnEngine
+from .whisper import WhisperEngine
 
 __all__ = ["LocalServer", "ServerConfig", "serve_forever"]
 
@@ -310,18 +312,17 @@ class _Session:
         """Serve the session until it ends, then stop everything it started."""
         tasks: list[asyncio.Task[None]] = []
         try:
-            await self._guard(self._send({
-                "type": "Begin",
-                "id": self.id,
-                "expires_at": self.expires_at,
-                "configuration": {
+            await self._guard(self._send(Begin(
+                id=self.id,
+                expires_at=self.expires_at,
+                configuration={
                     "model": self.params.speech_model,
                     "mode": self.params.mode,
                     "api_version": API_VERSION,
                     "speaker_labels": bool(self.params.speaker_labels),
                     "engine": self.app.engine.describe(),
                 },
-            }))
+            )))
             if not self.ended:
                 tasks = [asyncio.create_task(self._guard(job)) for job in
                          (self._receive(), self._work(), self._watch(), self._liveness())]
@@ -361,18 +362,18 @@ class _Session:
             self._end(f"internal error: {exc!r}",
                       error=_SessionError(3005, f"{_ERRORS[3005]}: internal server error"))
 
-    async def _send(self, message: dict[str, Any]) -> None:
-        """Send a message, unless the session is over; bounded by ``send_timeout``."""
+    async def _send(self, event: Event) -> None:
+        """Send an event's message, unless the session is over; bounded by ``send_timeout``."""
         if self.ended:
             raise _Ended
         limit = self.app.config.send_timeout or None
         try:
-            await asyncio.wait_for(self.conn.send(json.dumps(message)), limit)
+            await asyncio.wait_for(self.conn.send(encode(event)), limit)
         except asyncio.TimeoutError:
             raise _ClientGone(f"client stopped reading (a send was stuck for {limit:g} s)"
                               ) from None
 
-    async def _decode(self, call: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _decode(self, call: Callable[[], list[Event]]) -> list[Event]:
         """Run an engine call in the pool; never for a session that is over.
 
         A call still running when the session ends finishes in its thread (the engine is not
@@ -395,12 +396,9 @@ class _Session:
                 self.queue.put_nowait(("audio", data))
                 continue
             try:
-                msg = json.loads(data)
-            except ValueError:
-                raise _SessionError(3006, f"Invalid JSON: {data[:200]}") from None
-            if not isinstance(msg, dict):
-                raise _SessionError(3006, f"Invalid Message: {data[:200]}")
-            kind = msg.get("type")
+                kind, fields = decode_control(data)
+            except ValueError as exc:
+                raise _SessionError(3006, str(exc)) from None
             if kind == "Terminate":
                 self.terminating = True
                 self.queue.put_nowait(("terminate", "terminated by the client"))
@@ -408,15 +406,12 @@ class _Session:
                 self.queue.put_nowait(("force", None))
             elif kind == "KeepAlive":
                 pass
-            elif kind == "UpdateConfiguration":
-                fields = {k: v for k, v in msg.items() if k != "type"}
+            else:  # UpdateConfiguration
                 try:
                     self.params = merge_update(self.params, fields)
                 except (ConfigError, TypeError) as exc:
                     raise _SessionError(3006, f"User Input Validation Error: {exc}") from None
                 self.queue.put_nowait(("update", self.params))
-            else:
-                raise _SessionError(3006, f"Invalid Message Type: {kind}")
         self._end(_closed_reason(self.conn))  # closed normally, without Terminate or after it
 
     def _check_audio(self, data: bytes) -> None:
@@ -450,25 +445,24 @@ class _Session:
                     size += len(chunks[-1])
                 data = b"".join(chunks)
                 behind = len(data) > self.bytes_per_second  # over 1 s queued: catch up first
-                messages = await self._decode(
+                events = await self._decode(
                     functools.partial(self.engine.feed, data, not behind))
             elif kind == "force":
-                messages = await self._decode(self.engine.force_endpoint)
+                events = await self._decode(self.engine.force_endpoint)
             elif kind == "update":
                 self.engine.update(value)
-                messages = []
+                events = []
             else:  # terminate: flush, Termination, close 1000
-                for msg in await self._decode(self.engine.finish):
-                    await self._send(msg)
-                await self._send({
-                    "type": "Termination",
-                    "audio_duration_seconds": round(self.audio_seconds),
-                    "session_duration_seconds": round(time.time() - self.started),
-                })
+                for event in await self._decode(self.engine.finish):
+                    await self._send(event)
+                await self._send(Termination(
+                    audio_duration_seconds=round(self.audio_seconds),
+                    session_duration_seconds=round(time.time() - self.started),
+                ))
                 self._end(value, close=1000)
                 return
-            for msg in messages:
-                await self._send(msg)
+            for event in events:
+                await self._send(event)
 
     async def _watch(self) -> None:
         """End the session at its maximum duration; terminate it after inactivity_timeout."""
@@ -541,7 +535,7 @@ async def _fail(conn: ServerConnection, exc: _SessionError, timeout: float) -> N
     """Send an ``Error`` frame and close with its code, within `timeout` seconds."""
 
     async def send_and_close() -> None:
-        await conn.send(json.dumps({"type": "Error", "error_code": exc.code, "error": str(exc)}))
+        await conn.send(encode(ErrorEvent(exc.code, str(exc))))
         await conn.close(exc.code, str(exc)[:120])
 
     await _bounded_close(conn, send_and_close(), timeout)
