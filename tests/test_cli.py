@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from .scripted_server import ScriptedServer, fail_after, replay, turn, word
+from .waiting import wait_until
 
 KEY = "fedcba9876543210fedcba9876543210"
 
@@ -100,10 +101,9 @@ def test_stop_with_ctrl_c_keeps_everything(tmp_path, samples_dir):
             [sys.executable, "-m", "nbscribe.cli", "transcribe", "--file",
              str(samples_dir / "endgame_nagg_nell.wav"), "--url", server.url, "--api-key", KEY,
              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not server.sessions or len(server.sessions[0].audio) < 30:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        assert wait_until(lambda: proc.poll() is not None or (
+            server.sessions and len(server.sessions[0].audio) >= 30), 30)
+        assert proc.poll() is None
         proc.send_signal(2)  # SIGINT, as Ctrl+C
         stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr

@@ -20,15 +20,11 @@ from nbscribe import AudioError, DeviceSource
 from nbscribe.devices import list_devices, open_stream_count
 
 from .conftest import sine
+from .waiting import wait_until
 
 
 def wait_for(cond, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
+    return wait_until(cond, timeout, 0.02)
 
 
 class Capture:

@@ -23,6 +23,7 @@ from nbscribe import ArraySource, Transcriber
 from nbscribe.journal import load_session
 
 from .scripted_server import ScriptedServer, begin, send, termination, turn, word
+from .waiting import wait_until
 
 KEY = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
 FRAME = 800  # samples per 50 ms frame at 16 kHz
@@ -195,16 +196,13 @@ def test_kill_9_then_load_keeps_every_final(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "nbscribe.cli", "transcribe", "--file",
                                  str(samples), "--url", server.url, "--api-key", KEY, "--out",
                                  str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while len(server_script.finals) < 4:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        assert wait_until(lambda: len(server_script.finals) >= 4 or proc.poll() is not None, 30)
+        assert proc.poll() is None
         sent_before = list(server_script.finals)
         journal = out / "events.jsonl"
-        while not journal.exists() or not all(f'"transcript":"{t}"' in journal.read_text()
-                                              for t in sent_before):
-            assert time.monotonic() < deadline, "the finals were never journaled"
-            time.sleep(0.02)
+        assert wait_until(lambda: journal.exists() and all(
+            f'"transcript":"{t}"' in journal.read_text() for t in sent_before), 30), \
+            "the finals were never journaled"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     session = load_session(out)
@@ -256,10 +254,7 @@ def test_a_device_that_stops_ends_the_capture_and_keeps_everything(pulse, tmp_pa
     with ScriptedServer(replay(msgs, after_audio_bytes=1600)) as server:
         tr = Transcriber(src, url=server.url, api_key=KEY, out_dir=tmp_path)
         tr.start()
-        deadline = time.monotonic() + 20
-        while tr.session.audio_seconds < 1.0:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert wait_until(lambda: tr.session.audio_seconds >= 1.0, 20)
         src._stream.stop()  # PortAudio stops delivering, as when a device goes away
         assert tr.wait(20)
         session = tr.stop()

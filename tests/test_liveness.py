@@ -20,6 +20,7 @@ from nbscribe.journal import load_session
 from nbscribe.testing import FakeConnection, FakeService, Script
 
 from .test_faults import KEY, check_timeline, numbered_audio
+from .waiting import wait_until
 
 FAST = {"ping_interval": 0.1, "liveness_timeout": 0.6, "terminate_timeout": 1.0}
 
@@ -296,10 +297,9 @@ def test_cli_survives_a_network_that_goes_silent_mid_turn(tmp_path):
             [sys.executable, "-m", "nbscribe.cli", "transcribe", "--file", str(wav), "--url",
              proxy.url, "--api-key", KEY, "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while not script.received or len(script.received[0]) < 105:  # 5.25 s: mid-turn
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.005)
+        assert wait_until(lambda: proc.poll() is not None or (
+            script.received and len(script.received[0]) >= 105), 30, 0.005)  # 5.25 s: mid-turn
+        assert proc.poll() is None
         proxy.blackhole(0)
         silent_at = time.monotonic()
         _stdout, stderr = proc.communicate(timeout=90)

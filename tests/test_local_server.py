@@ -17,6 +17,7 @@ from nbscribe import ArraySource, AuthError, ConfigError, FileSource, Transcribe
 from nbscribe.metrics import word_error_rate
 
 from .conftest import overlap, sine
+from .waiting import wait_until
 
 pytestmark = [pytest.mark.engine]
 
@@ -273,7 +274,8 @@ def test_stop_joins_every_server_thread(whisper_model, samples_dir):
     with LocalServer(ServerConfig(port=0, max_rate=None), engine=whisper_model) as srv:
         tr = Transcriber(FileSource(samples_dir / "beckett.wav", realtime=False), url=srv.url)
         tr.start()
-        time.sleep(0.5)  # stopped mid-stream: the server is still decoding
+        # stop mid-stream, while the server is still decoding what it has
+        assert wait_until(lambda: tr.stats().bytes_sent >= 32000, 30)
         tr.stop()
     left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, left
@@ -335,9 +337,7 @@ def test_speech_played_into_the_null_sink_is_transcribed(pulse, espeak_wav, serv
     tr.start()
     player = threading.Timer(0.5, lambda: pulse.play(wav).wait())
     player.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and overlap(second, " ".join(tr.session.turns.text)) < 0.6:
-        time.sleep(0.2)
+    wait_until(lambda: overlap(second, " ".join(tr.session.turns.text)) >= 0.6, 30, 0.2)
     player.join()
     session = tr.stop()
     text = " ".join(session.turns.text).lower()

@@ -26,6 +26,8 @@ from nbscribe.events import Event, Turn
 from nbscribe.server import LocalServer, ServerConfig
 from nbscribe.server import app as app_module
 
+from .waiting import wait_until
+
 CHUNK = b"\x00\x01" * 800  # 50 ms of PCM16 at 16 kHz: 1600 bytes
 DEFAULTS = ServerConfig()
 
@@ -106,13 +108,6 @@ def serving(fakes: Fakes, **config) -> Iterator[LocalServer]:
         srv.stop()
 
 
-def wait_until(condition: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def connect(srv: LocalServer, query: str = "sample_rate=16000") -> websocket.WebSocket:
@@ -226,10 +221,8 @@ def test_a_client_that_drops_the_connection_mid_turn_ends_its_session(fakes, ser
               f"{time.monotonic() - dropped:.3f} s")
         assert wait_until(lambda: server_log("client went away"), 5)
         assert_old_session_stopped_decoding(fakes, srv)
-    deadline = time.monotonic() + 5
-    while (left := [t.name for t in set(threading.enumerate()) - before if t.is_alive()]):
-        assert time.monotonic() < deadline, f"threads left running: {left}"
-        time.sleep(0.05)
+    left = lambda: [t.name for t in set(threading.enumerate()) - before if t.is_alive()]  # noqa: E731
+    assert wait_until(lambda: not left(), 5), f"threads left running: {left()}"
 
 
 @pytest.mark.parametrize(

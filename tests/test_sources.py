@@ -14,6 +14,7 @@ from nbscribe.devices import is_loopback_name, list_devices, loopback_setup_hint
 
 from .conftest import overlap, sine
 from .scipy_free_xcorr import best_xcorr
+from .waiting import wait_until
 
 
 def drain(source) -> np.ndarray:
@@ -197,9 +198,7 @@ def test_you_and_others_from_two_null_sinks(pulse, espeak_wav, whisper_model, tm
         multi.start()
         threading.Timer(0.3, lambda: pulse.play(you, sink="second")).start()
         threading.Timer(4.5, lambda: pulse.play(others, sink="loopback")).start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "breeze" not in multi.session.text.lower():
-            time.sleep(0.2)
+        wait_until(lambda: "breeze" in multi.session.text.lower(), 30, 0.2)
         session = multi.stop()
     turns = session.turns
     assert set(turns.source) == {"you", "others"}

@@ -13,6 +13,7 @@ from nbscribe import ArraySource, AuthError, ConfigError, ConnectError, Transcri
 
 from .conftest import sine
 from .scripted_server import ScriptedServer, fail_after, replay, send, turn, word
+from .waiting import wait_until
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -272,10 +273,7 @@ def test_stop_mid_stream_sends_the_rest_and_terminates():
         source = ArraySource(sine(30, 16000), 16000, realtime=True)
         tr = Transcriber(source, url=server.url, api_key=KEY)
         tr.start()
-        deadline = time.monotonic() + 10
-        while len(server.sessions[0].audio) < 10:  # half a second of audio has arrived
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert wait_until(lambda: len(server.sessions[0].audio) >= 10, 10)  # half a second
         tr.stop()
         tr.stop()  # idempotent
     rec = server.sessions[0]
