@@ -8,7 +8,9 @@ Nothing here runs; the protocols only name what is shared.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ class LiveSession(Protocol):
 
     def __len__(self) -> int:
         """Return the number of final turns."""
+        ...
+
+    def save(self, folder: str | os.PathLike[str],
+             formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> Path:
+        """Write the session's files into `folder` and return it (see `nbscribe.export.save`)."""
         ...
 
 

@@ -366,14 +366,15 @@ class Session:
             }
 
     def save(self, folder: str | os.PathLike[str],
-             formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> list[Path]:
-        """Write the session's files into `folder` and return them; see `nbscribe.export.save`.
+             formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> Path:
+        """Write the session's files into `folder` and return it; see `nbscribe.export.save`.
 
         Add ``"wav"`` to `formats` for a copy of the audio, ``"parquet"``, ``"md"`` for more.
         """
         from .export import save
 
-        return save(self, folder, formats)
+        save(self, folder, formats)
+        return Path(folder)
 
     def __repr__(self) -> str:
         return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"
