@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,8 +150,7 @@ def save(
     return written
 
 
-def _tables(session: Session | MultiSession, out: Path, formats: tuple[str, ...] | list[str],
-            ) -> list[Path]:
+def _tables(session: Session | MultiSession, out: Path, formats: Collection[str]) -> list[Path]:
     """Write the turns and words DataFrames in the table formats asked for."""
     written: list[Path] = []
     if "csv" in formats:
