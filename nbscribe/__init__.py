@@ -108,7 +108,7 @@ def __getattr__(name: str) -> object:
         return BrowserSource
     if name == "Panel":
         try:
-            from .widget import Panel
+            from .panel.control import Panel
         except ImportError as exc:
             raise ImportError(
                 f"nbscribe.Panel needs ipywidgets ({exc}): pip install 'nbscribe[widget]'"

@@ -218,8 +218,7 @@ def _transcribe_many(args: argparse.Namespace) -> int:
         note = _continuity(part)
         if note:
             print(f"nbscribe: {name}: {note}", file=sys.stderr)
-    if args.out:
-        session.save(args.out)
+    if args.out:  # MultiTranscriber.stop saved it there
         print(f"nbscribe: {len(session)} turns; wrote {os.path.normpath(args.out)}/ "
               "(turns.csv, words.csv with a source column; one folder per source)",
               file=sys.stderr)

@@ -1,17 +1,26 @@
-"""Exports of a session: CSV, Parquet, JSON, SRT, VTT and Markdown."""
+"""Exports of a session: CSV, Parquet, JSON, SRT, VTT, Markdown and its audio.
+
+`save` is the one way a session reaches a folder: `Transcriber.stop` (into its ``out_dir``),
+`Session.save`, `MultiSession.save` and the panel's Save all call it, and it writes each file
+once.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .session import Session
+from .session import Session
 
-__all__ = ["FORMATS", "save", "to_markdown", "to_srt", "to_vtt"]
+if TYPE_CHECKING:
+    from .multi import MultiSession
+
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "save", "to_markdown", "to_srt", "to_vtt"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +32,14 @@ FORMATS = {
     "srt": ("transcript.srt",),
     "vtt": ("transcript.vtt",),
     "md": ("transcript.md",),
+    "wav": ("audio.wav",),
 }
+
+#: What `save` writes unless told otherwise (the audio is where the transcriber wrote it).
+DEFAULT_FORMATS = ("csv", "json", "srt", "vtt")
+
+#: The formats a merged multi-source session writes at its top level (tables only).
+MERGED_FORMATS = ("csv", "parquet")
 
 
 def _stamp(seconds: float, sep: str) -> str:
@@ -77,21 +93,23 @@ def to_markdown(session: Session) -> str:
 
 
 def save(
-    session: Session,
+    session: Session | MultiSession,
     folder: str | os.PathLike[str],
-    formats: tuple[str, ...] = ("csv", "json", "srt", "vtt"),
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> list[Path]:
-    """Write the session's files into `folder` and return their paths.
+    """Write a session's files, or a multi-source session's, into `folder`; return their paths.
 
     Parameters
     ----------
-    session : Session
-        What to write.
+    session : Session or MultiSession
+        What to write. A `MultiSession` writes its merged tables (``csv``, ``parquet``) into
+        `folder` and each source's files, in the same formats, into ``folder/<source>``.
     folder : str or Path
         Created if needed; existing files of the same names are replaced.
     formats : tuple of str
         Any of `FORMATS`: ``csv`` (turns.csv, words.csv), ``parquet``, ``json``
-        (session.json), ``srt``, ``vtt``, ``md``.
+        (session.json), ``srt``, ``vtt``, ``md``, and ``wav``: the audio that was sent
+        (``audio.wav``, copied from ``session.audio_path`` unless it is already there).
 
     Raises
     ------
@@ -101,13 +119,6 @@ def save(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}; choose from {sorted(FORMATS)}")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    if "csv" in formats:
-        session.turns.to_csv(out / "turns.csv", index=False)
-        session.words.to_csv(out / "words.csv", index=False)
-        written += [out / "turns.csv", out / "words.csv"]
     if "parquet" in formats:
         try:
             import pyarrow  # noqa: F401
@@ -115,9 +126,14 @@ def save(
             raise ValueError(
                 "Parquet export needs pyarrow: pip install 'nbscribe[parquet]'"
             ) from None
-        session.turns.to_parquet(out / "turns.parquet", index=False)
-        session.words.to_parquet(out / "words.parquet", index=False)
-        written += [out / "turns.parquet", out / "words.parquet"]
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(session, Session):  # several sources: merged tables, a folder each
+        written = _tables(session, out, [f for f in formats if f in MERGED_FORMATS])
+        for name, part in session.sessions.items():
+            written += save(part, out / name, formats)
+        return written
+    written = _tables(session, out, formats)
     texts = {
         "json": ("session.json", lambda: json.dumps(session.to_dict(), indent=2) + "\n"),
         "srt": ("transcript.srt", lambda: to_srt(session)),
@@ -128,5 +144,32 @@ def save(
         if fmt in formats:
             (out / name).write_text(render(), encoding="utf-8")
             written.append(out / name)
-    logger.info("wrote %s", ", ".join(p.name for p in written))
+    if "wav" in formats:
+        written += _audio(session.audio_path, out / "audio.wav")
+    logger.info("wrote %s into %s", ", ".join(p.name for p in written), out)
     return written
+
+
+def _tables(session: Session | MultiSession, out: Path, formats: Collection[str]) -> list[Path]:
+    """Write the turns and words DataFrames in the table formats asked for."""
+    written: list[Path] = []
+    if "csv" in formats:
+        session.turns.to_csv(out / "turns.csv", index=False)
+        session.words.to_csv(out / "words.csv", index=False)
+        written += [out / "turns.csv", out / "words.csv"]
+    if "parquet" in formats:
+        session.turns.to_parquet(out / "turns.parquet", index=False)
+        session.words.to_parquet(out / "words.parquet", index=False)
+        written += [out / "turns.parquet", out / "words.parquet"]
+    return written
+
+
+def _audio(source: Path | None, target: Path) -> list[Path]:
+    """Copy the session's WAV to `target`, unless there is none or it is that file already."""
+    if source is None or not source.exists():
+        logger.info("no audio to save (the session has no audio file)")
+        return []
+    if target.exists() and source.resolve() == target.resolve():
+        return [target]  # the transcriber wrote it here: nothing to copy
+    shutil.copyfile(source, target)
+    return [target]

@@ -114,7 +114,8 @@ def load_session(folder: str | os.PathLike[str]) -> Session:
     Returns
     -------
     Session
-        With ``metadata["audio_file"]`` pointing at the WAV and ``audio_seconds`` set from it.
+        With `audio_path` (and ``metadata["audio_file"]``) pointing at the WAV and
+        ``audio_seconds`` set from it.
     """
     folder = Path(folder)
     path = folder / JOURNAL_NAME
@@ -146,4 +147,5 @@ def load_session(folder: str | os.PathLike[str]) -> Session:
 
         session.audio_seconds = soundfile.info(str(audio)).duration
         session.metadata["audio_file"] = str(audio)
+        session.audio_path = audio
     return session

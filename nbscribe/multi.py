@@ -82,15 +82,13 @@ class MultiSession:
     def latest(self, n: int) -> list[TurnRecord]:
         """Return the last `n` final turns of all sources on the common timeline.
 
-        For live views; each record's ``source`` attribute names its source.
+        For live views; each record's ``source`` names its source.
         """
         recs = []
         for name, session in self.sessions.items():
             shift = round(self.offsets.get(name, 0.0) * 1000)
-            for r in session.latest(n):
-                rec = dataclasses.replace(r, offset_ms=r.offset_ms + shift)
-                rec.source = name  # type: ignore[attr-defined]
-                recs.append(rec)
+            recs += [dataclasses.replace(r, offset_ms=r.offset_ms + shift, source=name)
+                     for r in session.latest(n)]
         recs.sort(key=lambda r: (r.start is None, r.start or 0.0))
         return recs[-n:] if n > 0 else []
 
@@ -100,15 +98,16 @@ class MultiSession:
         open_turns = [p for p in (s.partial for s in self.sessions.values()) if p is not None]
         return max(open_turns, key=lambda r: r.updated_at, default=None)
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
-        """Write ``turns.csv`` and ``words.csv`` (merged) and each source's files in a subfolder."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        self.turns.to_csv(out / "turns.csv", index=False)
-        self.words.to_csv(out / "words.csv", index=False)
-        for name, session in self.sessions.items():
-            session.save(str(out / name))
-        return out
+    def save(self, folder: str | os.PathLike[str],
+             formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> Path:
+        """Write ``turns.csv`` and ``words.csv`` (merged) and each source's files in a subfolder.
+
+        See `nbscribe.export.save` for the `formats`; return the folder.
+        """
+        from .export import save
+
+        save(self, folder, formats)
+        return Path(folder)
 
 
 class MultiTranscriber:
@@ -120,7 +119,8 @@ class MultiTranscriber:
         For example ``{"you": DeviceSource("MacBook Pro Microphone"),
         "others": DeviceSource("BlackHole 2ch")}``. The names become the ``source`` column.
     out_dir : str or Path, optional
-        Each source writes its audio, journal and exports into ``out_dir/<name>``.
+        Each source writes its audio and journal into ``out_dir/<name>``; `stop` saves the
+        merged tables into `out_dir` and each source's exports beside its audio.
     url, api_key, token, local, service
         Where the audio goes (see `Transcriber`): one `Service` shared by every source; without
         a key or URL, one local server is started for all of them.
@@ -148,16 +148,20 @@ class MultiTranscriber:
                               service=self.service, **kwargs)
             for name, src in sources.items()
         }
+        self._started = False
+        self._saved = False
 
-    def on(self, listener: Callable[[Event], None]) -> None:
-        """Call ``listener(event)`` for every event of every source (see `on_source`)."""
-        for tr in self.transcribers.values():
-            tr.on(listener)
+    def on(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event of every source; return an unsubscriber.
 
-    def on_source(self, listener: Callable[[str, Event], None]) -> None:
+        See `on_source` for the source's name too.
+        """
+        return _all([tr.on(listener) for tr in self.transcribers.values()])
+
+    def on_source(self, listener: Callable[[str, Event], None]) -> Callable[[], None]:
         """Call ``listener(source_name, event)`` for every event of every source."""
-        for name, tr in self.transcribers.items():
-            tr.on(functools.partial(listener, name))
+        return _all([tr.on(functools.partial(listener, name))
+                     for name, tr in self.transcribers.items()])
 
     def start(self) -> MultiTranscriber:
         """Start every source; if one cannot start, stop the others and raise its error."""
@@ -173,6 +177,7 @@ class MultiTranscriber:
                 tr.stop()
             self._stop_service()
             raise
+        self._started = True
         return self
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -190,7 +195,7 @@ class MultiTranscriber:
         """Stop every source (each sends its last audio and waits for its final turns).
 
         Every source stops at once, within one shared budget (default: the transcribers'
-        ``stop_timeout``).
+        ``stop_timeout``). With an `out_dir`, the merged session is saved there once.
         """
         import time
 
@@ -198,9 +203,23 @@ class MultiTranscriber:
         deadline = time.monotonic() + (first.stop_timeout if timeout is None else timeout)
         for tr in self.transcribers.values():
             tr.request_stop(deadline)
-        run_all(*(functools.partial(tr.finish_stop, deadline)
-                for tr in self.transcribers.values()), self._stop_service)
-        return self.session
+        ended: list[bool] = []
+        run_all(*(functools.partial(self._finish, tr, deadline, ended)
+                  for tr in self.transcribers.values()), self._stop_service)
+        session = self.session
+        if len(ended) == len(self.transcribers) and all(ended):
+            run_all(functools.partial(self._save_once, session))
+        return session
+
+    @staticmethod
+    def _finish(tr: Transcriber, deadline: float, ended: list[bool]) -> None:
+        # each source's threads end by the deadline; the merged session is saved once, here
+        ended.append(tr.finish_stop(deadline, save=False))
+
+    def _save_once(self, session: MultiSession) -> None:
+        if self.out_dir is not None and self._started and not self._saved:
+            self._saved = True
+            session.save(self.out_dir)
 
     def _stop_service(self) -> None:
         if self._owns_service:
@@ -253,3 +272,12 @@ class MultiTranscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _all(unsubscribers: list[Callable[[], None]]) -> Callable[[], None]:
+    """Return one function that calls every unsubscriber."""
+    def unsubscribe() -> None:
+        for undo in unsubscribers:
+            undo()
+
+    return unsubscribe

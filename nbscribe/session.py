@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .events import (
@@ -110,6 +112,8 @@ class TurnRecord:
     updated_at: float
     # this turn's DataFrame row and word columns, made once when it becomes final
     columns: Columns | None = dataclasses.field(default=None, repr=False, compare=False)
+    #: the source it was heard on, in a merged multi-source view (`MultiSession.latest`)
+    source: str | None = None
 
     @property
     def start(self) -> float | None:
@@ -157,6 +161,8 @@ class Session:
         self.started_at = time.time()
         self.audio_seconds = 0.0
         self.metadata: dict[str, Any] = {}
+        #: the WAV of the audio that was sent (set by the transcriber and by `load_session`)
+        self.audio_path: Path | None = None
 
     # -- feeding ------------------------------------------------------------------------------
 
@@ -359,11 +365,16 @@ class Session:
                 "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
             }
 
-    def save(self, folder: str, formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> None:
-        """Write the session's files into `folder`; see `nbscribe.export.save`."""
+    def save(self, folder: str | os.PathLike[str],
+             formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> Path:
+        """Write the session's files into `folder` and return it; see `nbscribe.export.save`.
+
+        Add ``"wav"`` to `formats` for a copy of the audio, ``"parquet"``, ``"md"`` for more.
+        """
         from .export import save
 
         save(self, folder, formats)
+        return Path(folder)
 
     def __repr__(self) -> str:
         return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"

@@ -303,6 +303,7 @@ class Transcriber:
                                          service=self.service_name,
                                          params=self.params.to_dict(),
                                          audio_file=str(self._wav_path))
+            self.session.audio_path = self._wav_path
             self._journal.meta(**self.session.metadata)
             pump.connect(replay=False)
         except BaseException as exc:
@@ -374,10 +375,19 @@ class Transcriber:
                 pump.deadline = deadline
             pump.stop_event.set()
 
-    def finish_stop(self, deadline: float) -> bool:
-        """Join the threads by `deadline`, stop an own local server, save; return if all ended."""
+    def finish_stop(self, deadline: float, *, save: bool = True) -> bool:
+        """Join the threads by `deadline`, stop an own local server, save; return if all ended.
+
+        Parameters
+        ----------
+        deadline : float
+            ``time.monotonic()`` by which every thread should have ended.
+        save : bool
+            Save the session to `out_dir` (once); a `MultiTranscriber` saves its sources
+            itself, with the merged tables.
+        """
         ended = self._join(deadline)
-        run_all(self._stop_own_service, self._save_once if ended else None)
+        run_all(self._stop_own_service, self._save_once if ended and save else None)
         if not ended:
             logger.warning("the session is not saved: a thread is still running (a listener "
                            "that blocks?); the journal in %s has every event",
@@ -387,7 +397,7 @@ class Transcriber:
     def _save_once(self) -> None:
         if self.out_dir is not None and self._pump is not None and not self._saved:
             self._saved = True
-            self.session.save(str(self.out_dir))
+            self.session.save(self.out_dir)
 
     def _join(self, deadline: float) -> bool:
         threads = [t for t in (self._pump_thread, self._events_thread) if t is not None]

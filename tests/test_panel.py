@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from nbscribe.events import Turn, Word
+from nbscribe.panel.settings import PanelSettings
 from nbscribe.session import Session
 from nbscribe.widget import Panel
 
@@ -166,6 +167,24 @@ def test_errors_show_in_the_panel(panel):
     assert p2.wait(20)
     assert "cannot reach" in p2.error.value
     assert not p2.start_button.disabled
+
+
+def test_the_form_reads_into_settings(panel, samples_dir):
+    p = panel(realtime=False)
+    p.keyterms.value = "Nagg, Nell"
+    p.max_silence.value = 800
+    p.speaker_labels.value = True
+    p.service.value = "assemblyai"
+    p.model.value = "whisper-rt"
+    assert p.layout.settings(p.realtime) == PanelSettings(
+        source="file", file=str(samples_dir / "beckett.wav"), device=p.device.value or "",
+        service="assemblyai", model="whisper-rt", keyterms="Nagg, Nell", max_turn_silence=800,
+        speaker_labels=True, realtime=False)
+    assert p.key.layout.display is None and p.file.layout.display is None
+    p.source_kind.value = "device"
+    p.service.value = "local"
+    assert p.file.layout.display == "none" and p.device.layout.display is None
+    assert p.key.layout.display == "none" and p.key_status.value == ""
 
 
 def test_live_view_is_bounded():
