@@ -112,11 +112,9 @@ class Transcriber:
     connect_timeout, terminate_timeout : float
         Seconds to wait for ``Begin`` and for ``Termination``.
     reconnect : bool
-        After an unexpected close (a dropped connection, 1011, 3005, 3008 ...) or a connection
-        that went silent, connect again with backoff and go on; errors a retry cannot fix (a
-        bad key 1008, bad input 3006) stop the session. The audio captured meanwhile is
-        buffered and sent after reconnecting, and so is the audio that no final turn covered
-        when the connection was lost: the new server session transcribes it again.
+        After an unexpected close (a drop, 1011, 3005, 3008 ...) or a silent connection,
+        connect again with backoff; errors a retry cannot fix (1008, 3006) end the session.
+        Audio captured meanwhile, and audio no final turn covered, go to the new session.
     buffer_seconds : float
         How much audio may wait for a connection; beyond it the oldest is dropped from the
         stream (it stays in the WAV) and recorded in ``session.gaps``.
@@ -126,16 +124,14 @@ class Transcriber:
         Open the next server session this long before the current one expires (3 hours),
         and end the old one, so long sessions go on without a gap.
     ping_interval, liveness_timeout : float
-        Ping a quiet service after `ping_interval` seconds; a connection from which nothing,
-        not even a pong, came for `liveness_timeout` seconds is dead: reconnect.
+        Ping a quiet service after `ping_interval` s; nothing back, not even a pong, for
+        `liveness_timeout` s means the connection is dead: reconnect.
     send_timeout : float
         A message that cannot leave for this long means the connection is dead.
     stop_timeout : float
-        The budget of `stop`: sending the last audio, waiting for the final turns and
-        joining every thread.
+        The budget of `stop`: the last audio, the final turns and every join.
     connector : callable, optional
-        Opens connections (see `nbscribe.connection.Connector`); tests pass
-        `nbscribe.testing.FakeService`.
+        Opens connections (`nbscribe.connection.Connector`; tests: `testing.FakeService`).
     **param_kwargs
         Connection parameters by name (see `StreamingParams`).
     """
@@ -376,15 +372,10 @@ class Transcriber:
             pump.stop_event.set()
 
     def finish_stop(self, deadline: float, *, save: bool = True) -> bool:
-        """Join the threads by `deadline`, stop an own local server, save; return if all ended.
+        """Join the threads by `deadline`, stop an own server, save once; return if all ended.
 
-        Parameters
-        ----------
-        deadline : float
-            ``time.monotonic()`` by which every thread should have ended.
-        save : bool
-            Save the session to `out_dir` (once); a `MultiTranscriber` saves its sources
-            itself, with the merged tables.
+        `deadline` is a ``time.monotonic()`` reading; ``save=False`` leaves saving to the caller
+        (a `MultiTranscriber` saves its sources with the merged tables).
         """
         ended = self._join(deadline)
         run_all(self._stop_own_service, self._save_once if ended and save else None)

@@ -42,7 +42,10 @@ class AudioSource(Protocol):
     finished: bool
     overflows: int
     error: str | None
-    description: str
+
+    @property
+    def description(self) -> str:
+        """What the source is, for status lines."""
 
     def start(self) -> None:
         """Open the source and begin producing blocks."""
