@@ -183,7 +183,7 @@ def memory(minutes: float) -> dict:
 
         class Looping(ArraySource):
             def __init__(self, minutes: float) -> None:
-                super().__init__(chunk, 48000)
+                super().__init__(chunk, 48000, realtime=False)
                 self.left = int(minutes)
 
             def read(self, timeout: float):
@@ -198,7 +198,7 @@ def memory(minutes: float) -> dict:
         samples: list[tuple[float, float]] = []  # (audio seconds, RSS MB)
         tr.start()
         while not tr.wait(0.05):
-            samples.append((tr.session.audio_seconds, rss_mb()))
+            samples.append((tr.stats().audio_seconds, rss_mb()))
         session = tr.stop()
     # Steady-state growth: the slope of RSS over audio in the second half of the stream (the
     # allocator's one-off high-water marks at the start are not growth).
