@@ -91,9 +91,17 @@ def test_file_source_paces_at_real_time(samples_dir):
     assert time.monotonic() - t < 1.0
 
 
-def test_array_source_rejects_nothing():
-    with pytest.raises(AudioError):
+def test_arrays_of_any_type_are_read_and_an_empty_one_is_refused():
+    with pytest.raises(AudioError, match="no audio"):
         ArraySource(np.zeros(0), 16000)
+    pcm = np.array([0, 16384, -32768], dtype=np.int16)
+    src = ArraySource(pcm, 8000, realtime=False)
+    assert (src.sample_rate, src.channels, src.realtime) == (8000, 1, False)
+    block = src.read(0.1)
+    assert block.dtype == np.float32 and block.shape == (3, 1)
+    assert block[:, 0].tolist() == pytest.approx([0.0, 0.5, -1.0], abs=1e-4)
+    stereo = ArraySource(np.ones((800, 2)), 16000)  # float64, (frames, channels)
+    assert stereo.channels == 2 and stereo.realtime  # paced like a device by default
 
 
 def test_loopback_names():
