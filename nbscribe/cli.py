@@ -168,8 +168,10 @@ def _continuity(session: Any) -> str:
     if breaks:
         resent = sum(b.get("resent_seconds", 0.0) for b in breaks)
         where = ", ".join(f"{b['at']:.1f} s" for b in breaks[:5])
+        since = breaks[0].get("resent_from", breaks[0]["at"])
         parts.append(f"{len(breaks)} connection{'s' if len(breaks) > 1 else ''} lost and "
-                     f"replaced (at {where}); {resent:.1f} s of audio sent again")
+                     f"replaced (noticed at {where}); {resent:.1f} s of audio sent again, "
+                     f"from {since:.1f} s on")
     if lost:
         parts.append(f"{lost:.1f} s of audio never reached a server in {len(session.gaps)} "
                      "gap(s) (still in audio.wav): see session.gaps")

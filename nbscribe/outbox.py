@@ -155,6 +155,13 @@ class Outbox:
         return len(self._unconfirmed) * self.frame_ms
 
     @property
+    def pending_from_ms(self) -> int:
+        """Where the audio not yet covered by a final turn begins (what a replay starts with)."""
+        if self._unconfirmed:
+            return self._unconfirmed[0][0]
+        return self._unsent[0][0] if self._unsent else self.captured_ms
+
+    @property
     def captured_ms(self) -> int:
         """Audio captured so far."""
         return self.captured * self.frame_ms

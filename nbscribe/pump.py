@@ -242,11 +242,12 @@ class Pump:
         self.state = "reconnecting"
         self._take_confirmations()
         resend = (self.outbox.unsent_ms + self.outbox.unconfirmed_ms) / 1000
-        at = self.outbox.captured_ms / 1000
+        at, since = self.outbox.captured_ms / 1000, self.outbox.pending_from_ms / 1000
         reason = str(client.error or "the connection closed")
-        logger.warning("connection lost at %.1f s (%s); reconnecting, %.1f s of audio to send "
-                       "again", at, reason, resend)
+        logger.warning("connection lost at %.1f s (%s); reconnecting, %.1f s of audio from "
+                       "%.1f s on to send again", at, reason, resend, since)
         self._events.put(("interruption", {"at": round(at, 3), "reason": reason,
+                                           "resent_from": round(since, 3),
                                            "resent_seconds": round(resend, 3)}))
 
     def _rollover(self) -> None:

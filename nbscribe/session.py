@@ -156,7 +156,8 @@ class Session:
         self.errors: list[ErrorEvent] = []
         self.warnings: list[WarningEvent] = []
         self.gaps: list[tuple[float, float]] = []
-        #: connections lost and replaced: ``{"at": s, "reason": ..., "resent_seconds": s}``
+        #: connections lost and replaced: ``{"at": s, "reason": ..., "resent_from": s,
+        #: "resent_seconds": s}`` (noticed at, why, where the audio sent again began, how much)
         self.interruptions: list[dict[str, Any]] = []
         self.started_at = time.time()
         self.audio_seconds = 0.0

@@ -323,6 +323,7 @@ def test_cli_survives_a_network_that_goes_silent_mid_turn(tmp_path):
     print(f"\n[liveness, real sockets] silent at 5.25 s; reconnected {detected:.2f} s later "
           f"(ping 2 s, liveness 6 s); {len(texts)} final turns cover all {n * 0.05:.0f} s; "
           "exit 0")
+    print("\n".join(line for line in stderr.splitlines() if "replaced" in line))
 
 
 def test_a_real_send_that_cannot_leave_fails_at_its_deadline():

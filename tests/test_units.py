@@ -40,6 +40,7 @@ def test_outbox_replays_what_no_final_covers_after_a_lost_connection():
     assert send_all(box) == list(range(10))
     box.confirm(6 * 50)  # a final turn covers frames 0-5
     assert box.unconfirmed_ms == 4 * 50
+    assert box.pending_from_ms == 6 * 50
     fill(box, 2)
     box.rewind()  # the connection was lost
     assert box.next_offset_ms() == 6 * 50  # the new server session starts at frame 6
