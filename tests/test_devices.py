@@ -155,6 +155,8 @@ def test_nbscribes_own_actions_never_interrupt_a_capture(pulse, tone, action):
         wall = t1 - t0
         got = (f1 - f0) / rate
         assert abs(got - wall) < 0.3 + 0.05 * wall, (got, wall)
+        print(f"\n[devices] {action.__name__.strip('_')}: {got:.2f} s captured in {wall:.2f} s, "
+              f"longest wait between blocks {arrivals.max() * 1000:.0f} ms")
         # and it was the tone, not silence
         data = np.concatenate([b for _, b in window])
         assert np.sqrt(np.mean(data**2)) > 0.2
