@@ -139,7 +139,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         print(f"nbscribe: transcribing {source.description} with {tr.service_name}; "
               "Ctrl+C stops.", file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else None
-        while not tr.wait(0.1):
+        while not tr.wait(0.25):
             if interrupted.is_set() or (deadline and time.monotonic() >= deadline):
                 break
         session = tr.stop()
@@ -211,7 +211,7 @@ def _transcribe_many(args: argparse.Namespace) -> int:
             file=sys.stderr)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not interrupted.is_set() and not (deadline and time.monotonic() >= deadline):
-            if multi.wait(0.1):
+            if multi.wait(0.25):
                 break
     finally:
         signal.signal(signal.SIGINT, previous)

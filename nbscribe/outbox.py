@@ -106,19 +106,33 @@ class Outbox:
     def due(self, now: float, paced: bool = True) -> bytes | None:
         """Return the next frame if it may leave at `now`, else ``None``.
 
-        Never ahead of real time (faster only to catch up on a backlog): frame i of a server
-        session leaves no earlier than i frame-durations after its first one.
+        Never ahead of real time by more than one frame (faster only to catch up on a
+        backlog): frame i of a server session leaves no earlier than i - 1 frame-durations
+        after its first one, so a device block of two frames leaves at once (one wake-up).
         """
         if not self._unsent:
             return None
         if self._seg_sent_ms == 0:
             self._seg_t0 = now
-        # Behind real time (more than two frames waiting): catch up, however small the backlog,
-        # or a buffer at its limit would go on dropping frames after a reconnect.
-        rate = self.catchup_rate if len(self._unsent) > 2 else 1.0
-        if paced and self._seg_sent_ms > (now - self._seg_t0) * 1000 * rate:
+        if paced and self._seg_sent_ms > self._allowed_ms(now):
             return None
         return self._unsent[0][1]
+
+    def wait_s(self, now: float, paced: bool = True) -> float | None:
+        """Return the seconds until the next frame may leave (0: now; ``None``: none waits)."""
+        if not self._unsent:
+            return None
+        if not paced or self._seg_sent_ms == 0:
+            return 0.0
+        return max(0.0, (self._seg_sent_ms - self._allowed_ms(now)) / 1000 / self._rate())
+
+    def _rate(self) -> float:
+        # Behind real time (more than two frames waiting): catch up, however small the backlog,
+        # or a buffer at its limit would go on dropping frames after a reconnect.
+        return self.catchup_rate if len(self._unsent) > 2 else 1.0
+
+    def _allowed_ms(self, now: float) -> float:
+        return (now - self._seg_t0) * 1000 * self._rate() + self.frame_ms
 
     def mark_sent(self) -> None:
         """Record that the frame `due` returned has left."""

@@ -134,7 +134,8 @@ class Pump:
     def _loop(self, conv: Converter, wav: WavWriter) -> None:
         reported = 0.0
         while not self.stop_event.is_set():
-            block = self.source.read(timeout=0.02 if self.outbox.unsent_ms else 0.1)
+            wait = self.outbox.wait_s(time.monotonic(), self.source.realtime)
+            block = self.source.read(timeout=0.1 if wait is None else min(0.1, wait + 0.001))
             if block is not None:
                 for frame in conv.push(block):
                     self._capture(frame, wav)

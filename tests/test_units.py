@@ -49,11 +49,15 @@ def test_outbox_replays_what_no_final_covers_after_a_lost_connection():
 
 def test_outbox_paces_at_real_time_and_catches_up_on_a_backlog():
     box = Outbox(frame_ms=50, buffer_ms=60_000, catchup_rate=1.2)
-    fill(box, 2)
+    fill(box, 3)
     box.new_segment()
+    assert box.wait_s(100.0) == 0.0
     assert box.due(100.0) is not None
     box.mark_sent()  # frame 0 at t=100: the session's clock starts
-    assert box.due(100.01) is None  # frame 1 may not leave before 50 ms
+    assert box.due(100.0) is not None  # one frame early: a block of two leaves together
+    box.mark_sent()
+    assert box.due(100.01) is None  # frame 2 may not leave before 50 ms
+    assert box.wait_s(100.01) == pytest.approx(0.04)
     assert box.due(100.0501) is not None
     box.mark_sent()
     fill(box, 40)  # 2 s behind: 1.2x real time
@@ -61,8 +65,9 @@ def test_outbox_paces_at_real_time_and_catches_up_on_a_backlog():
     while box.due(101.05) is not None:
         box.mark_sent()
         sent += 1
-    # after 1.05 s at 1.2x: 1.26 s of audio in all, two frames of which were sent already
-    assert sent * 50 + 100 == pytest.approx(1.2 * 1050, abs=50)
+    # after 1.05 s at 1.2x, one frame early: 1.31 s of audio in all, three frames sent already
+    assert sent * 50 + 150 == pytest.approx(1.2 * 1050 + 50, abs=50)
+    assert box.wait_s(101.05) > 0
 
 
 def test_outbox_drops_the_oldest_beyond_its_buffer_into_one_gap():

@@ -78,7 +78,7 @@ class DeviceSource:
         device: str | int | None = None,
         sample_rate: int | None = None,
         channels: int | None = None,
-        block_ms: int = 50,
+        block_ms: int = 100,
         max_channels: int = 2,
         queue_seconds: float = 30.0,
         stall_seconds: float = 5.0,
