@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from ._version import __version__
 from .errors import NbscribeError
@@ -146,7 +146,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         tr.stop()
-    note = _continuity(session)
+    note = session.continuity()
     if note:
         print(f"nbscribe: {note}", file=sys.stderr)
     if args.out:
@@ -156,28 +156,6 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
               "transcript.srt, transcript.vtt)", file=sys.stderr)
     tr.raise_for_error()
     return 0
-
-
-def _continuity(session: Any) -> str:
-    """Say in one line whether the stream was interrupted, and whether any audio was lost."""
-    lost = sum(end - start for start, end in session.gaps)
-    breaks = session.interruptions
-    if not breaks and not lost:
-        return ""
-    parts = []
-    if breaks:
-        resent = sum(b.get("resent_seconds", 0.0) for b in breaks)
-        where = ", ".join(f"{b['at']:.1f} s" for b in breaks[:5])
-        since = breaks[0].get("resent_from", breaks[0]["at"])
-        parts.append(f"{len(breaks)} connection{'s' if len(breaks) > 1 else ''} lost and "
-                     f"replaced (noticed at {where}); {resent:.1f} s of audio sent again, "
-                     f"from {since:.1f} s on")
-    if lost:
-        parts.append(f"{lost:.1f} s of audio never reached a server in {len(session.gaps)} "
-                     "gap(s) (still in audio.wav): see session.gaps")
-    else:
-        parts.append("no audio was lost")
-    return "; ".join(parts)
 
 
 def _transcribe_many(args: argparse.Namespace) -> int:
@@ -217,7 +195,7 @@ def _transcribe_many(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
         session = multi.stop()
     for name, part in session.sessions.items():
-        note = _continuity(part)
+        note = part.continuity()
         if note:
             print(f"nbscribe: {name}: {note}", file=sys.stderr)
     if args.out:  # MultiTranscriber.stop saved it there

@@ -98,6 +98,11 @@ class MultiSession:
         open_turns = [p for p in (s.partial for s in self.sessions.values()) if p is not None]
         return max(open_turns, key=lambda r: r.updated_at, default=None)
 
+    def continuity(self) -> str:
+        """Say per source whether its stream was interrupted (empty when none was)."""
+        return "; ".join(f"{name}: {note}" for name, session in self.sessions.items()
+                         if (note := session.continuity()))
+
     def save(self, folder: str | os.PathLike[str],
              formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> Path:
         """Write ``turns.csv`` and ``words.csv`` (merged) and each source's files in a subfolder.

@@ -51,6 +51,10 @@ class LiveSession(Protocol):
         """Return the number of final turns."""
         ...
 
+    def continuity(self) -> str:
+        """One line on interruptions and lost audio; empty when the stream never broke."""
+        ...
+
     def save(self, folder: str | os.PathLike[str],
              formats: tuple[str, ...] = ("csv", "json", "srt", "vtt")) -> Path:
         """Write the session's files into `folder` and return it (see `nbscribe.export.save`)."""

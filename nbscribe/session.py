@@ -377,6 +377,28 @@ class Session:
         save(self, folder, formats)
         return Path(folder)
 
+    def continuity(self) -> str:
+        """Say in one line whether the stream was interrupted and whether audio was lost.
+
+        Empty when the session ran without a break. Used by the CLI's closing lines and the
+        panel's final status.
+        """
+        lost = sum(end - start for start, end in self.gaps)
+        breaks = self.interruptions
+        if not breaks and not lost:
+            return ""
+        parts = []
+        if breaks:
+            resent = sum(b.get("resent_seconds", 0.0) for b in breaks)
+            where = ", ".join(f"{b['at']:.1f} s" for b in breaks[:5])
+            since = breaks[0].get("resent_from", breaks[0]["at"])
+            parts.append(f"{len(breaks)} connection{'s' if len(breaks) > 1 else ''} lost and "
+                         f"replaced (noticed at {where}); {resent:.1f} s of audio sent again, "
+                         f"from {since:.1f} s on")
+        parts.append(f"{lost:.1f} s of audio never reached a server in {len(self.gaps)} gap(s) "
+                     "(still in audio.wav): see session.gaps" if lost else "no audio was lost")
+        return "; ".join(parts)
+
     def __repr__(self) -> str:
         return f"<Session {len(self)} final turns, {self.audio_seconds:.1f} s audio>"
 

@@ -180,6 +180,8 @@ def test_status_lines_level_and_errors():
                                               "3 turns")
     assert render.stopped_status(stats(), 3) == "stopped · 3 turns · 12.3 s of audio"
     assert render.stopped_status(None, 0) == "stopped · 0 turns · 0.0 s of audio"
+    assert render.stopped_status(stats(), 3, "1 connection lost and replaced").endswith(
+        "12.3 s of audio · 1 connection lost and replaced")
     assert render.level(stats(level=-120.0)) == render.LEVEL_FLOOR
     assert render.level(stats(level=3.0)) == 0.0 and render.level(stats(level=-6.5)) == -6.5
     assert render.error_html("a <b> c") == "<span class='nbs-err'>a &lt;b&gt; c</span>"

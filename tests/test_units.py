@@ -177,3 +177,17 @@ def test_liveness_pings_a_quiet_peer_and_declares_a_silent_one_dead():
     assert not alive.dead(10.0) and alive.dead(10.2)
     off = Liveness(0, 0, now=0.0)
     assert off.tick is None and not off.dead(1e9) and not off.ping_due(1e9)
+
+
+def test_continuity_says_what_broke_and_whether_audio_was_lost():
+    from nbscribe.session import Session
+
+    s = Session()
+    assert s.continuity() == ""
+    s.interruptions.append({"at": 11.1, "reason": "silent", "resent_from": 5.0,
+                            "resent_seconds": 6.0})
+    assert s.continuity() == ("1 connection lost and replaced (noticed at 11.1 s); 6.0 s of "
+                              "audio sent again, from 5.0 s on; no audio was lost")
+    s.gaps.append((20.0, 23.5))
+    assert s.continuity().endswith("3.5 s of audio never reached a server in 1 gap(s) "
+                                   "(still in audio.wav): see session.gaps")

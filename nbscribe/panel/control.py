@@ -61,7 +61,9 @@ class _LiveWidgets:
             render.partial_html(session) if transcript_changed else None)
 
     def finish(self, recorder: Recorder, error: str | None) -> None:
-        self._layout.show_ended(render.stopped_status(recorder.stats(), len(recorder.session)),
+        session = recorder.session
+        self._layout.show_ended(render.stopped_status(recorder.stats(), len(session),
+                                                      session.continuity()),
                                 render.error_html(error) if error else None,
                                 can_save=recorder.state != "idle")
 

@@ -69,10 +69,14 @@ def live_status(stats: Stats, n_turns: int) -> str:
             f"{stats.overflows} dropped · {n_turns} turns")
 
 
-def stopped_status(stats: Stats | None, n_turns: int) -> str:
-    """Return the status line once a session has ended (`stats` ``None``: it never began)."""
+def stopped_status(stats: Stats | None, n_turns: int, continuity: str = "") -> str:
+    """Return the status line once a session has ended (`stats` ``None``: it never began).
+
+    `continuity` (`Session.continuity`) says whether connections were lost and replaced.
+    """
     seconds = stats.audio_seconds if stats else 0.0
-    return f"stopped · {n_turns} turns · {seconds:.1f} s of audio"
+    line = f"stopped · {n_turns} turns · {seconds:.1f} s of audio"
+    return f"{line} · {continuity}" if continuity else line
 
 
 def level(stats: Stats) -> float:
