@@ -253,6 +253,19 @@ def main() -> None:
         ("client overhead", "audio kept in memory by the original",
          f"{o['kept_mb_per_hour']:.0f} MB/hour", "nbscribe: 0 (written to disk)"),
     ]
+    if not quick:
+        import device as device_bench
+
+        try:
+            dev = device_bench.run()
+        except (OSError, subprocess.SubprocessError) as exc:  # no pulseaudio, sox or PortAudio
+            rows.append(("device path", "PulseAudio null sink (needs pulseaudio, sox)",
+                         f"skipped: {exc}", ""))
+        else:
+            for name, m in dev.items():
+                rows.append(("device path", f"{name}: client / sound server, null-sink capture",
+                             f"{m['client'] * 100:.2f} % / {m['sound_server'] * 100:.2f} %",
+                             "nbscribe <= original"))
     times = stop_latency(3 if quick else 10)
     rows += [("stop latency", f"stop() to DataFrame, threads joined ({len(times)} runs)",
               f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s", "<= 1.5 s"),
