@@ -14,7 +14,9 @@ an offset that puts its times on one timeline. All methods are thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import itertools
 import os
 import threading
@@ -303,13 +305,16 @@ class Session:
         include_partial : bool
             Include the turn still being spoken (``final`` is False on it).
         """
-        rows = [(r.columns or _columns(r)).row for r in self.records(include_partial)]
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(TURN_COLUMNS)
-        return _frame(dict(zip(TurnRow._fields, map(list, columns), strict=True)), TURN_COLUMNS)
+        with _gc_paused():
+            rows = [(r.columns or _columns(r)).row for r in self.records(include_partial)]
+            columns = list(zip(*rows, strict=True)) if rows else [()] * len(TURN_COLUMNS)
+            return _frame(dict(zip(TurnRow._fields, map(list, columns), strict=True)),
+                          TURN_COLUMNS)
 
     def words_frame(self, include_partial: bool = False) -> pd.DataFrame:
         """Return the words of the turns as a DataFrame with typed columns."""
-        return self._word_columns(include_partial)
+        with _gc_paused():
+            return self._word_columns(include_partial)
 
     def _word_columns(self, include_partial: bool) -> pd.DataFrame:
         import numpy as np
@@ -426,6 +431,24 @@ def _columns(r: TurnRecord) -> Columns:
         np.array([w.word_is_final for w in words], dtype=bool),
     )
     return Columns(row, word_cols)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a frame is built.
+
+    With a long session in memory, a collection triggered by the build's temporaries rescans
+    every stored turn and word, which can cost more than the build itself (measured again
+    with the named cache: 10,000 turns after the benchmark's other work, 130 ms without the
+    pause, 61-80 ms with it). Nothing built here forms cycles.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _frame(cols: dict[str, list[Any]], dtypes: dict[str, str]) -> pd.DataFrame:
