@@ -1,7 +1,7 @@
 """The messages a v3 server sends, both ways: JSON frame <-> event (pure functions).
 
-`decode` is what a client uses; the ``encode_*`` functions are what a server (nbscribe's local
-server, the `nbscribe.testing` fake) uses. Both go through one table keyed by the event classes of
+`decode` is what a client uses; `encode` is what a server (nbscribe's local server, the
+`nbscribe.testing` fake) uses. Both go through one table keyed by the event classes of
 `nbscribe.events.EVENT_TYPES`, so a message type exists for both directions or for neither.
 
 `decode` never raises on what a server sends: unknown message types and malformed frames give
@@ -35,13 +35,6 @@ from .events import (
 __all__ = [
     "decode",
     "encode",
-    "encode_begin",
-    "encode_error",
-    "encode_speaker_revision",
-    "encode_speech_started",
-    "encode_termination",
-    "encode_turn",
-    "encode_warning",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,38 +280,3 @@ def encode(event: Event) -> str:
         what its code means).
     """
     return json.dumps(_CODECS[type(event)][1](event))
-
-
-def encode_begin(event: Begin) -> str:
-    """Return the ``Begin`` frame: the session's id, expiry and configuration."""
-    return encode(event)
-
-
-def encode_turn(event: Turn) -> str:
-    """Return a ``Turn`` frame (partial or final); ``None`` fields are left out."""
-    return encode(event)
-
-
-def encode_speech_started(event: SpeechStarted) -> str:
-    """Return a ``SpeechStarted`` frame."""
-    return encode(event)
-
-
-def encode_speaker_revision(event: SpeakerRevision) -> str:
-    """Return a ``SpeakerRevision`` frame (new labels for earlier turns)."""
-    return encode(event)
-
-
-def encode_termination(event: Termination) -> str:
-    """Return the ``Termination`` frame a server sends before it closes with 1000."""
-    return encode(event)
-
-
-def encode_error(event: ErrorEvent) -> str:
-    """Return an ``Error`` frame (``error_code``, ``error``); a close with the code follows."""
-    return encode(event)
-
-
-def encode_warning(event: WarningEvent) -> str:
-    """Return a ``Warning`` frame (``warning_code``, ``warning``)."""
-    return encode(event)

@@ -41,7 +41,6 @@ class Outbox:
     catchup_rate: float = 1.2
     captured: int = 0  # frames captured so far
     confirmed_ms: int = 0  # the timeline up to here is covered by final turns
-    sent_frames: int = 0
     _unsent: collections.deque[tuple[int, bytes]] = dataclasses.field(
         default_factory=collections.deque)
     _unconfirmed: collections.deque[tuple[int, bytes]] = dataclasses.field(
@@ -139,7 +138,6 @@ class Outbox:
         item = self._unsent.popleft()
         self._unconfirmed.append(item)
         self._seg_sent_ms += self.frame_ms
-        self.sent_frames += 1
         self._forget()
 
     def confirm(self, end_ms: int) -> None:

@@ -2,8 +2,8 @@
 
 Nothing here does I/O. The client's control messages (``Terminate``, ``ForceEndpoint``,
 ``KeepAlive``, ``UpdateConfiguration``) are encoded here and read back by a server with
-`decode_control`; the server's messages are decoded with `decode` and encoded with the
-``encode_*`` functions of `nbscribe.messages`, re-exported here.
+`decode_control`; the server's messages are decoded with `decode` and encoded with `encode`,
+both from `nbscribe.messages`, re-exported here.
 """
 
 from __future__ import annotations
@@ -17,13 +17,6 @@ from ._version import __version__
 from .messages import (
     decode,
     encode,
-    encode_begin,
-    encode_error,
-    encode_speaker_revision,
-    encode_speech_started,
-    encode_termination,
-    encode_turn,
-    encode_warning,
 )
 from .params import StreamingParams
 
@@ -35,17 +28,10 @@ __all__ = [
     "decode",
     "decode_control",
     "encode",
-    "encode_begin",
-    "encode_error",
     "encode_force_endpoint",
     "encode_keep_alive",
-    "encode_speaker_revision",
-    "encode_speech_started",
     "encode_terminate",
-    "encode_termination",
-    "encode_turn",
     "encode_update",
-    "encode_warning",
     "headers",
     "redact_url",
 ]

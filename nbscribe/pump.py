@@ -267,6 +267,8 @@ class Pump:
         self._retiring.append((old, time.monotonic() + 6 * self.terminate_timeout))
 
     def _retire_step(self, force: bool = False) -> None:
+        if not self._retiring:
+            return  # the usual case, on every round of the audio loop
         now = time.monotonic()
         keep = []
         for client, deadline in self._retiring:

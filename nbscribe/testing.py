@@ -31,7 +31,7 @@ from typing import Any
 
 from .connection import ConnectionLost, Opcode
 from .events import Begin, ErrorEvent, Termination
-from .messages import encode_begin, encode_error, encode_termination
+from .messages import encode
 
 __all__ = ["FakeConnection", "FakeService", "Script"]
 
@@ -48,7 +48,7 @@ class Script:
 
     def on_open(self, conn: FakeConnection) -> None:
         """Run when the client connects (send ``Begin``, or refuse)."""
-        conn.send(encode_begin(Begin(str(uuid.uuid4()), int(time.time() + self.expires_in))))
+        conn.send(encode(Begin(str(uuid.uuid4()), int(time.time() + self.expires_in))))
 
     def on_audio(self, conn: FakeConnection, data: bytes) -> None:
         """Run for every audio chunk the client sends."""
@@ -60,7 +60,7 @@ class Script:
 
     def on_terminate(self, conn: FakeConnection) -> None:
         """Run for ``Terminate``: send ``Termination`` and close normally."""
-        conn.send(encode_termination(Termination(conn.audio_seconds, conn.audio_seconds)))
+        conn.send(encode(Termination(conn.audio_seconds, conn.audio_seconds)))
         conn.close_with(1000)
 
 
@@ -118,7 +118,7 @@ class FakeConnection:
 
     def error(self, code: int, message: str = "injected") -> None:
         """Send an ``Error`` message and close with its code, as the service does."""
-        self.send(encode_error(ErrorEvent(code, message)))
+        self.send(encode(ErrorEvent(code, message)))
         self.close_with(code)
 
     def drop(self) -> None:
