@@ -51,7 +51,9 @@ from ..errors import ConfigError
 from ..events import Begin, ErrorEvent, Event, Termination
 from ..params import StreamingParams, merge_update
 from ..protocol import API_VERSION, decode_control, encode
+from .speakers import SpeakerLabeller, SpeakerSettings
 from .turns import EngineSettings, TurnEngine
+from .voice import VoiceEncoder
 from .whisper import WhisperEngine
 
 __all__ = ["LocalServer", "ServerConfig", "serve_forever"]
@@ -170,6 +172,18 @@ class _App:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.max_sessions, thread_name_prefix="nbscribe-server-engine"
         )
+        self._voices: VoiceEncoder | None = None
+
+    def speaker_labeller(self, params: StreamingParams) -> SpeakerLabeller | None:
+        """Return a labeller for a session that asks for ``speaker_labels`` (else ``None``).
+
+        The voice encoder is loaded by the first such session and shared by the next.
+        """
+        if not params.speaker_labels:
+            return None
+        if self._voices is None:
+            self._voices = VoiceEncoder()
+        return SpeakerLabeller(self._voices, SpeakerSettings(max_speakers=params.max_speakers))
 
     # -- plain HTTP: health and temporary tokens ---------------------------------------------
 
@@ -263,7 +277,8 @@ class _Session:
         self.id = str(uuid.uuid4())
         self.started = time.time()
         self.expires_at = int(self.started + max_seconds)
-        self.engine = TurnEngine(app.engine, params, app.config.settings)
+        self.engine = TurnEngine(app.engine, params, app.config.settings,
+                                 speakers=app.speaker_labeller(params))
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.audio_seconds = 0.0
         self.first_audio: float | None = None

@@ -18,13 +18,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..events import SpeechStarted, Turn, Word
+from ..events import SpeakerRevision, SpeechStarted, Turn, Word
 from ..params import StreamingParams
 from .pcm import RATE, WINDOW, PcmDecoder
+
+if TYPE_CHECKING:
+    from .speakers import SpeakerLabeller
 
 __all__ = ["Decoder", "EngineSettings", "TurnEngine", "VoiceDetector", "WordTiming"]
 
@@ -109,17 +112,22 @@ class TurnEngine:
         Defaults for what the parameters leave unset.
     vad : VoiceDetector, optional
         This session's own detector; default a new Silero VAD (needs faster-whisper).
+    speakers : SpeakerLabeller, optional
+        Labels final turns by voice (and splits them where the voice changes); the server
+        passes one when the session asks for ``speaker_labels``.
     """
 
     def __init__(self, engine: Decoder, params: StreamingParams,
                  settings: EngineSettings | None = None,
-                 vad: VoiceDetector | None = None) -> None:
+                 vad: VoiceDetector | None = None,
+                 speakers: SpeakerLabeller | None = None) -> None:
         if vad is None:
             from .whisper import SileroStream
 
             vad = SileroStream()
         self.engine = engine
         self.vad = vad
+        self.speakers = speakers
         self.base_settings = settings or EngineSettings()
         self.params = params
         self.settings = self.base_settings.with_params(params)
@@ -127,6 +135,7 @@ class TurnEngine:
         self.samples = 0  # 16 kHz samples consumed so far
         self.decodes = 0
         self.decode_seconds = 0.0  # wall time of the last decode
+        self.label_seconds = 0.0  # wall time spent labelling speakers, in all
         self._pcm = PcmDecoder(params.sample_rate)
         self._pending = np.zeros(0, dtype=np.float32)
         self._partials = True
@@ -252,10 +261,9 @@ class TurnEngine:
 
     def _words(self, words: list[WordTiming], final: bool) -> tuple[Word, ...]:
         base = self._turn_start * 1000 / RATE
-        speaker = "A" if final and self.params.speaker_labels else None
         return tuple(
             Word(text=text, start=round(base + start * 1000), end=round(base + end * 1000),
-                 confidence=round(prob, 6), word_is_final=final, speaker=speaker)
+                 confidence=round(prob, 6), word_is_final=final)
             for text, start, end, prob in words
         )
 
@@ -273,28 +281,43 @@ class TurnEngine:
             return []
         if text is None or words is None:
             text, words = self._decode()
+        audio = self._turn
         self._turn = None
         self._speech_run = 0
         if not text:
             return []  # the detector heard something the decoder found no words in
         final = Turn(turn_order=self.turn_order, transcript=text, end_of_turn=True,
                      turn_is_formatted=True, end_of_turn_confidence=1.0,
-                     words=self._words(words, final=True), utterance=text,
-                     speaker_label="A" if self.params.speaker_labels else None)
-        self.turn_order += 1
-        return [final]
+                     words=self._words(words, final=True), utterance=text)
+        finals = [final]
+        if self.speakers is not None:
+            started = time.perf_counter()
+            finals = self.speakers.label(final, np.concatenate(audio),
+                                         self._turn_start * 1000 / RATE)
+            self.label_seconds += time.perf_counter() - started
+        self.turn_order += len(finals)
+        return list(finals)
 
     def force_endpoint(self) -> list[SpeechStarted | Turn]:
         """End the open turn now (``ForceEndpoint``)."""
         return self._finalize()
 
-    def finish(self) -> list[SpeechStarted | Turn]:
-        """Flush everything at ``Terminate``: the partial window and the open turn."""
+    def finish(self) -> list[SpeechStarted | Turn | SpeakerRevision]:
+        """Flush everything at ``Terminate``.
+
+        That is the partial window, the open turn, and the speaker labels that the voices of
+        the whole session change (a ``SpeakerRevision``).
+        """
         if self._pending.size and self._turn is not None:
             pad = np.zeros(WINDOW - self._pending.size, dtype=np.float32)
             self._turn.append(np.concatenate([self._pending, pad]))
             self._pending = np.zeros(0, dtype=np.float32)
-        return self._finalize()
+        out: list[SpeechStarted | Turn | SpeakerRevision] = list(self._finalize())
+        if self.speakers is not None:
+            revision = self.speakers.revise()
+            if revision is not None:
+                out.append(revision)
+        return out
 
     @property
     def audio_seconds(self) -> float:
