@@ -15,7 +15,7 @@ from typing import TextIO
 
 from ._version import __version__
 from .errors import NbscribeError
-from .events import ErrorEvent, Event, Turn
+from .events import ErrorEvent, Event, SpeakerRevision, Turn
 
 __all__ = ["main"]
 
@@ -25,15 +25,19 @@ logger = logging.getLogger("nbscribe")
 class TurnPrinter:
     """Print partials in place (on a terminal) and each final turn on its own line."""
 
-    def __init__(self, out: TextIO, live: bool) -> None:
+    def __init__(self, out: TextIO, live: bool, names: dict[str, str] | None = None) -> None:
         self.out = out
         self.live = live
+        self.names = names or {}
+        self.revised = 0  # turns whose speaker the service changed after printing them
         self._partial_shown = False
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
         with self._lock:
-            if isinstance(event, Turn):
+            if isinstance(event, SpeakerRevision):
+                self.revised += len(event.revisions)
+            elif isinstance(event, Turn):
                 if event.end_of_turn:
                     self._final(event)
                 elif self.live and event.transcript:
@@ -53,7 +57,8 @@ class TurnPrinter:
     def _final(self, turn: Turn) -> None:
         self._clear()
         start = turn.words[0].start / 1000 if turn.words else 0.0
-        who = f"{turn.speaker_label}: " if turn.speaker_label else ""
+        label = turn.speaker_label
+        who = f"{self.names.get(label, label)}: " if label else ""
         self.out.write(f"[{int(start // 60):02d}:{start % 60:05.2f}] {who}{turn.transcript}\n")
         self.out.flush()
 
@@ -69,17 +74,27 @@ def _add_service_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--speech-model", default="u3-rt-pro", help="model (default: u3-rt-pro)")
     g.add_argument("--keyterms", nargs="+", metavar="TERM", help="words to recognise better")
     g.add_argument("--speaker-labels", action="store_true", help="label speakers A, B, ...")
+    g.add_argument("--speaker-names", nargs="+", metavar="LABEL=NAME", type=_speaker_name,
+                   help="name labelled speakers in the output and files, e.g. A=Nagg B=Nell "
+                   "(implies --speaker-labels)")
     g.add_argument("--min-turn-silence", type=int, metavar="MS")
     g.add_argument("--max-turn-silence", type=int, metavar="MS")
     g.add_argument("--format-turns", action="store_true",
                    help="punctuate turns (Universal models; Pro models always do)")
 
 
+def _speaker_name(text: str) -> tuple[str, str]:
+    label, sep, name = text.partition("=")
+    if not sep or not label.strip() or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected LABEL=NAME (like A=Nagg), got {text!r}")
+    return label.strip(), name.strip()
+
+
 def _params_from(args: argparse.Namespace) -> dict[str, object]:
     params: dict[str, object] = {"speech_model": args.speech_model}
     if args.keyterms:
         params["keyterms_prompt"] = args.keyterms
-    if args.speaker_labels:
+    if args.speaker_labels or args.speaker_names:
         params["speaker_labels"] = True
     if args.format_turns:
         params["format_turns"] = True
@@ -127,7 +142,9 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         frame_ms=args.frame_ms,
         **_params_from(args),
     )
-    printer = TurnPrinter(sys.stdout, live=sys.stdout.isatty())
+    names = dict(args.speaker_names or ())
+    tr.session.name_speakers(names)
+    printer = TurnPrinter(sys.stdout, live=sys.stdout.isatty(), names=names)
     tr.on(printer)
     if tr.uses_local_server:
         print("nbscribe: no API key set; transcribing offline with the local Whisper server "
@@ -149,6 +166,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     note = session.continuity()
     if note:
         print(f"nbscribe: {note}", file=sys.stderr)
+    if printer.revised:
+        print(f"nbscribe: the service relabelled the speakers of {printer.revised} turn(s) "
+              "once it had heard the whole session; the files have the new labels",
+              file=sys.stderr)
     if args.out:
         print(f"nbscribe: {len(session)} turns, {session.audio_seconds:.1f} s of audio; "
               f"wrote {os.path.normpath(args.out)}/ (audio.wav, turns.csv, words.csv, "
@@ -170,6 +191,7 @@ def _transcribe_many(args: argparse.Namespace) -> int:
     multi = MultiTranscriber(sources, url=args.url, api_key=args.api_key, token=args.token,
                              local=True if args.local else None, out_dir=args.out,
                              frame_ms=args.frame_ms, **_params_from(args))
+    multi.session.name_speakers(dict(args.speaker_names or ()))
     lock = threading.Lock()
 
     def show(name: str, event: Event) -> None:

@@ -115,7 +115,7 @@ def load_session(folder: str | os.PathLike[str]) -> Session:
     -------
     Session
         With `audio_path` (and ``metadata["audio_file"]``) pointing at the WAV and
-        ``audio_seconds`` set from it.
+        ``audio_seconds`` set from it, and the speaker names saved in ``session.json``.
     """
     folder = Path(folder)
     path = folder / JOURNAL_NAME
@@ -148,4 +148,12 @@ def load_session(folder: str | os.PathLike[str]) -> Session:
         session.audio_seconds = soundfile.info(str(audio)).duration
         session.metadata["audio_file"] = str(audio)
         session.audio_path = audio
+    saved = folder / "session.json"
+    if saved.exists():  # names given to speakers after the journal was written
+        try:
+            names = json.loads(saved.read_text(encoding="utf-8")).get("speaker_names")
+        except ValueError:
+            names = None
+        if isinstance(names, dict):
+            session.name_speakers({str(k): str(v) for k, v in names.items()})
     return session

@@ -98,6 +98,19 @@ class MultiSession:
         open_turns = [p for p in (s.partial for s in self.sessions.values()) if p is not None]
         return max(open_turns, key=lambda r: r.updated_at, default=None)
 
+    def name_speakers(self, names: Mapping[str, str] | None = None, /, *,
+                      source: str | None = None, **more: str) -> None:
+        """Give speakers names in every source's session, or in `source`'s only.
+
+        Labels belong to a source (``"A"`` of ``others`` is not ``"A"`` of ``you``): pass
+        `source` when the sources' labels differ. See `Session.name_speakers`.
+        """
+        if source is not None and source not in self.sessions:
+            raise ValueError(f"no source named {source!r}; there are {sorted(self.sessions)}")
+        for name, session in self.sessions.items():
+            if source is None or name == source:
+                session.name_speakers(names, **more)
+
     def continuity(self) -> str:
         """Say per source whether its stream was interrupted (empty when none was)."""
         return "; ".join(f"{name}: {note}" for name, session in self.sessions.items()

@@ -21,7 +21,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -116,6 +116,9 @@ class TurnRecord:
     columns: Columns | None = dataclasses.field(default=None, repr=False, compare=False)
     #: the source it was heard on, in a merged multi-source view (`MultiSession.latest`)
     source: str | None = None
+    #: the session's speaker names (label -> name), shared by its records
+    names: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False,
+                                                 compare=False)
 
     @property
     def start(self) -> float | None:
@@ -130,12 +133,18 @@ class TurnRecord:
         return (words[-1].end + self.offset_ms) / 1000.0 if words else None
 
     @property
-    def speaker(self) -> str | None:
-        """The turn's speaker label, or the most common word speaker."""
+    def label(self) -> str | None:
+        """The turn's speaker label as the service sent it, or the most common word speaker."""
         if self.turn.speaker_label:
             return self.turn.speaker_label
         labels = [w.speaker for w in self.turn.words if w.speaker and w.speaker != "PENDING"]
         return max(set(labels), key=labels.count) if labels else None
+
+    @property
+    def speaker(self) -> str | None:
+        """The turn's speaker: its name when one was given (`Session.name_speakers`)."""
+        label = self.label
+        return self.names.get(label, label) if label is not None else None
 
 
 class Session:
@@ -151,6 +160,7 @@ class Session:
         self._finals: list[tuple[int, int]] = []  # keys in the order turns became final
         self._open: set[tuple[int, int]] = set()  # keys of turns not final yet
         self._pending_revisions: dict[tuple[int, int], tuple[str | None, tuple[Word, ...]]] = {}
+        self._names: dict[str, str] = {}
         self.segment = 0
         self.offset_ms = 0
         self.begins: list[Begin] = []
@@ -227,6 +237,7 @@ class Session:
             offset_ms=offset_ms,
             final=turn.end_of_turn,
             updated_at=time.time(),
+            names=self._names,
         )
         if turn.end_of_turn:
             self._turns[key].columns = _columns(self._turns[key])
@@ -251,6 +262,43 @@ class Session:
                 record.columns = _columns(record)
             changed = True
         return changed
+
+    def name_speakers(self, names: Mapping[str, str] | None = None, /, **more: str) -> None:
+        """Give speakers names: ``session.name_speakers(A="Nagg", B="Nell")``.
+
+        From then on the names replace the labels in the DataFrames (``speaker`` columns), in
+        every export and in live views; labels not named stay as they are. Works for labels
+        from AssemblyAI and from the local server alike, and for labels still to come. A name
+        given again replaces the earlier one; naming a label ``None`` or its own label undoes
+        it. The labels are kept (`TurnRecord.label`, ``speaker_label`` in ``session.json``).
+
+        Parameters
+        ----------
+        names : mapping of str to str, optional
+            Label -> name, for labels that are not Python identifiers.
+        **more : str
+            Label=name.
+        """
+        changes = {**(names or {}), **more}
+        for label, name in changes.items():
+            if not isinstance(label, str) or not (name is None or isinstance(name, str)):
+                raise TypeError(f"speaker names map a label to a name (str), got {label!r}: "
+                                f"{name!r}")
+        with self._lock:
+            for label, name in changes.items():
+                if name is None or name == label:
+                    self._names.pop(label, None)
+                else:
+                    self._names[label] = name
+            for record in self._turns.values():
+                if record.final:
+                    record.columns = _columns(record)
+
+    @property
+    def speaker_names(self) -> dict[str, str]:
+        """The names given to speaker labels (label -> name)."""
+        with self._lock:
+            return dict(self._names)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -339,6 +387,7 @@ class Session:
                 "started_at": self.started_at,
                 "audio_seconds": round(self.audio_seconds, 3),
                 "metadata": self.metadata,
+                "speaker_names": dict(self._names),
                 "server_sessions": [
                     {"id": b.id, "expires_at": b.expires_at, "configuration": b.configuration}
                     for b in self.begins
@@ -350,6 +399,7 @@ class Session:
                         "start": r.start,
                         "end": r.end,
                         "speaker": r.speaker,
+                        "speaker_label": r.label,
                         "text": r.turn.transcript,
                         "formatted": r.turn.turn_is_formatted,
                         "words": [
@@ -358,7 +408,8 @@ class Session:
                                 "start": (w.start + r.offset_ms) / 1000.0,
                                 "end": (w.end + r.offset_ms) / 1000.0,
                                 "confidence": w.confidence,
-                                "speaker": w.speaker,
+                                "speaker": self._names.get(w.speaker, w.speaker)
+                                if w.speaker else w.speaker,
                             }
                             for w in r.turn.words
                         ],
@@ -427,7 +478,8 @@ def _columns(r: TurnRecord) -> Columns:
         np.array([(w.end + off) / 1000.0 for w in words], dtype=np.float64),
         [w.text for w in words],
         np.array([w.confidence for w in words], dtype=np.float64),
-        [w.speaker if w.speaker and w.speaker != "PENDING" else speaker for w in words],
+        [r.names.get(w.speaker, w.speaker) if w.speaker and w.speaker != "PENDING" else speaker
+         for w in words],
         np.array([w.word_is_final for w in words], dtype=bool),
     )
     return Columns(row, word_cols)

@@ -148,3 +148,24 @@ def test_local_flag_wins_over_a_configured_key(tmp_path, samples_dir):
     assert "local server at ws://127.0.0.1:" in res.stderr
     assert KEY not in res.stderr + res.stdout
     assert "Fail better." in res.stdout
+
+
+def test_speaker_names_replace_labels_in_output_and_files(tmp_path, samples_dir):
+    msgs = [
+        turn(0, [word("Ever", 300, 600, speaker="A"), word("tried.", 600, 900, speaker="A")],
+             True, True, speaker_label="A"),
+        turn(1, [word("Ever", 1500, 1800, speaker="B")], True, True, speaker_label="B"),
+    ]
+    out = tmp_path / "out"
+    with ScriptedServer(replay(msgs)) as server:
+        res = nbscribe("transcribe", "--file", str(samples_dir / "beckett.wav"), "--url",
+                       server.url, "--api-key", KEY, "--out", str(out), "--duration", "1.5",
+                       "--speaker-names", "A=Nagg", "B=Nell")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["[00:00.30] Nagg: Ever tried.", "[00:01.50] Nell: Ever"]
+    assert server.sessions[0].query["speaker_labels"] == ["true"]  # names imply labels
+    rows = list(csv.DictReader(open(out / "turns.csv")))
+    assert [r["speaker"] for r in rows] == ["Nagg", "Nell"]
+    assert "<v Nell>Ever" in (out / "transcript.vtt").read_text()
+    bad = nbscribe("transcribe", "--file", "x.wav", "--speaker-names", "Nagg")
+    assert bad.returncode == 2 and "LABEL=NAME" in bad.stderr

@@ -241,3 +241,66 @@ def test_the_official_sdk_receives_labels(whisper_model):
     labels = {t.speaker_label for t in finals}
     assert labels == {"A", "B"}, [(t.speaker_label, t.transcript) for t in finals]
     assert all(w.speaker == t.speaker_label for t in finals for w in t.words)
+
+
+# -- names for speakers ------------------------------------------------------------------------
+
+
+def labelled_session():
+    from nbscribe import Session
+    from nbscribe.events import SpeakerRevision
+
+    session = Session()
+    for order, (label, text, t) in enumerate([("A", "Do you hear me?", 0), ("B", "Yes.", 1500),
+                                              ("A", "Kiss me.", 3000)]):
+        words = (Word(text=text, start=t, end=t + 900, confidence=0.9, word_is_final=True,
+                      speaker=label),)
+        session.apply(Turn(turn_order=order, transcript=text, end_of_turn=True,
+                           turn_is_formatted=True, words=words, speaker_label=label))
+    # a revision arriving after the names were given still shows the names
+    session.apply(SpeakerRevision(revisions=((2, "A", ()),)))
+    return session
+
+
+def test_names_replace_labels_everywhere(tmp_path):
+    from nbscribe.export import to_markdown, to_srt, to_vtt
+
+    session = labelled_session()
+    session.name_speakers(A="Nagg", B="Nell")
+    assert list(session.turns.speaker) == ["Nagg", "Nell", "Nagg"]
+    assert list(session.words.speaker) == ["Nagg", "Nell", "Nagg"]
+    assert "Nell: Yes." in to_srt(session) and "<v Nell>Yes." in to_vtt(session)
+    assert "Nagg: Do you hear me?" in to_markdown(session)
+    data = session.to_dict()
+    assert data["speaker_names"] == {"A": "Nagg", "B": "Nell"}
+    assert [(t["speaker"], t["speaker_label"]) for t in data["turns"]][:2] == [
+        ("Nagg", "A"), ("Nell", "B")]
+    session.save(tmp_path, formats=("csv", "json", "srt", "vtt", "md"))
+    assert "Nell" in (tmp_path / "turns.csv").read_text()
+    assert "Nell" in (tmp_path / "words.csv").read_text()
+    # a label named back to itself is a label again
+    session.name_speakers(B=None)
+    assert list(session.turns.speaker) == ["Nagg", "B", "Nagg"]
+    with pytest.raises(TypeError, match="label to a name"):
+        session.name_speakers({"A": 3})
+
+
+def test_names_survive_load_session(tmp_path):
+    from nbscribe import ArraySource, Transcriber, load_session
+    from nbscribe.messages import encode
+    from nbscribe.testing import FakeService, Script
+
+    class OneTurn(Script):
+        def on_audio(self, conn, data):
+            if len(conn.audio) == 3:
+                words = (Word("Hello", 100, 400, 0.9, True, "A"),)
+                conn.send(encode(Turn(0, "Hello", True, True, 1.0, words, "Hello", "A")))
+
+    tr = Transcriber(ArraySource(np.zeros(16000, np.float32), 16000, realtime=False),
+                     api_key="k" * 32, connector=FakeService(OneTurn()), out_dir=tmp_path)
+    tr.session.name_speakers(A="Ann")
+    tr.start()
+    assert tr.wait(10)
+    tr.stop()
+    assert list(tr.session.turns.speaker) == ["Ann"]
+    assert list(load_session(tmp_path).turns.speaker) == ["Ann"]

@@ -8,10 +8,12 @@ and finals say, and how their words are timed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from nbscribe.events import SpeechStarted, Turn
+from nbscribe.events import SpeakerRevision, SpeechStarted, Turn
 from nbscribe.messages import decode, encode
 from nbscribe.params import StreamingParams
 from nbscribe.server.pcm import WINDOW
@@ -154,9 +156,42 @@ def test_every_final_word_carries_its_time_and_confidence():
         ("there", start_ms + 800, start_ms + 1050, 0.8),
         ("you.", start_ms + 1100, start_ms + 1350, 0.7),
     ]
-    assert all(w.word_is_final and w.speaker == "A" for w in final.words)
-    assert final.speaker_label == "A"
+    assert all(w.word_is_final for w in final.words)
+    assert final.speaker_label is None  # labels come from a speaker labeller (below)
     assert decode(encode(final)) == final  # what the server sends is what the client reads
+
+
+class SplittingLabeller:
+    """Labels every turn "A", except that it cuts a turn in two after its first word."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, float]] = []
+
+    def label(self, turn, audio, start_ms):
+        self.seen.append((turn.turn_order, len(audio), start_ms))
+        first, rest = turn.words[:1], turn.words[1:]
+        return [dataclasses.replace(turn, transcript=first[0].text, words=first,
+                                    speaker_label="A"),
+                dataclasses.replace(turn, turn_order=turn.turn_order + 1,
+                                    transcript=" ".join(w.text for w in rest), words=rest,
+                                    speaker_label="B")]
+
+    def revise(self):
+        return SpeakerRevision(revisions=((0, "B", ()),))
+
+
+def test_the_speaker_labeller_gets_each_final_turn_and_may_split_it():
+    labeller = SplittingLabeller()
+    vad, decoder = FakeVad(), FakeDecoder("Hi there you.")
+    turns = TurnEngine(decoder, StreamingParams(speaker_labels=True), SETTINGS, vad=vad,
+                       speakers=labeller)
+    events = play(turns, vad, "." * 10 + "S" * 40 + "." * 20 + "S" * 30 + "." * 20)
+    got = [(t.turn_order, t.transcript, t.speaker_label) for _, t in finals(events)]
+    assert got == [(0, "Hi", "A"), (1, "there you.", "B"), (2, "Hi", "A"), (3, "there you.", "B")]
+    # the labeller got each turn's own audio (preroll included) and where it starts
+    (o0, n0, s0), (o1, _, s1) = labeller.seen
+    assert (o0, o1) == (0, 2) and s0 == (10 + 2 - 9) * WINDOW_MS and s1 >= s0 + n0 / 16
+    assert turns.finish()[-1] == SpeakerRevision(revisions=((0, "B", ()),))
 
 
 def test_turn_order_goes_up_by_one_per_final():
