@@ -9,7 +9,7 @@ Nothing here runs; the protocols only name what is shared.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -53,6 +53,10 @@ class LiveSession(Protocol):
 
     def continuity(self) -> str:
         """One line on interruptions and lost audio; empty when the stream never broke."""
+        ...
+
+    def name_speakers(self, names: Mapping[str, str] | None = None, /, **more: str) -> None:
+        """Give speaker labels names in every view and export (see `Session.name_speakers`)."""
         ...
 
     def save(self, folder: str | os.PathLike[str],

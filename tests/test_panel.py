@@ -96,6 +96,33 @@ def test_start_returns_at_once_and_turns_arrive(panel, tmp_path):
                      "turns.csv", "turns.parquet", "words.csv", "words.parquet"]
 
 
+def test_speaker_names_typed_during_and_after_a_session(panel, tmp_path):
+    with ScriptedServer(replay(dialogue(3), after_audio_bytes=1600)) as server:
+        p = panel(url=server.url, realtime=True)
+        assert p.speaker_names.layout.display == "none"  # offered with speaker labels only
+        p.speaker_labels.value = True
+        assert p.speaker_names.layout.display is None
+        p.start()
+        assert wait_for(lambda: "Turn0" in p.turns_view.value)
+        p.speaker_names.value = "A=Nagg"  # while the session runs: the loop re-renders
+        assert wait_for(lambda: "<span class='nbs-spk'>Nagg</span>" in p.turns_view.value)
+        assert wait_for(lambda: "Turn2" in p.turns_view.value)
+        p.stop()
+    assert list(p.turns.speaker) == ["Nagg", "B", "Nagg"]  # later turns named too
+    p.speaker_names.value = "A=Nagg, B=Nell"  # after it: shown at once
+    assert "<span class='nbs-spk'>Nell</span>" in p.turns_view.value
+    assert list(p.turns.speaker) == ["Nagg", "Nell", "Nagg"]
+    p.speaker_names.value = "B=Nell"  # A is no longer named
+    assert list(p.turns.speaker) == ["A", "Nell", "A"]
+    p.speaker_names.value = "Nagg"
+    assert "LABEL=NAME" in p.error.value
+    p.name_speakers(A="Nagg")
+    assert p.speaker_names.value == "B=Nell, A=Nagg"
+    p.save_dir.value = str(tmp_path / "out")
+    p.save_button.click()
+    assert "Nagg" in (tmp_path / "out" / "transcript.srt").read_text()
+
+
 def test_updates_are_coalesced_and_final_state_flushed(panel):
     # 300 partial revisions as fast as the server can send them
     msgs = [turn(0, [word(f"w{i}", 0, 100, False)], False, False) for i in range(300)]
@@ -213,6 +240,24 @@ def test_panel_with_the_local_engine(panel, whisper_model):
     text = " ".join(p.turns.text).lower()
     assert "tried" in text and "fail better" in text
     assert "fail better" in p.turns_view.value.lower()
+
+
+@pytest.mark.engine
+def test_panel_labels_the_bundled_scene_offline(samples_dir, whisper_model, monkeypatch):
+    from nbscribe.server import LocalServer, ServerConfig
+
+    monkeypatch.delenv("ASSEMBLYAI_API_KEY", raising=False)
+    with LocalServer(ServerConfig(port=0, max_rate=None), engine=whisper_model) as srv:
+        p = Panel(url=srv.url, realtime=False, source="file")  # the default file: the scene
+        try:
+            p.speaker_labels.value = True
+            p.start()
+            assert p.wait(90)
+            assert set(p.turns.speaker) == {"A", "B"}, p.turns
+            p.speaker_names.value = "A=Nagg, B=Nell"
+            assert "<span class='nbs-spk'>Nell</span>" in p.turns_view.value
+        finally:
+            p.close()
 
 
 @pytest.mark.loopback

@@ -17,6 +17,7 @@ import logging
 import operator
 import os
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,7 +29,7 @@ from ..session import Session
 from . import render, saving
 from .layout import PanelLayout
 from .loop import SessionLoop
-from .settings import make_transcriber
+from .settings import make_transcriber, parse_speaker_names
 
 if TYPE_CHECKING:
     from ..browser import BrowserSource
@@ -130,6 +131,7 @@ class Panel:
     keyterms = _widget("keyterms")
     max_silence = _widget("max_silence")
     speaker_labels = _widget("speaker_labels")
+    speaker_names = _widget("speaker_names")
     start_button = _widget("start_button")
     stop_button = _widget("stop_button")
     status = _widget("status")
@@ -169,6 +171,7 @@ class Panel:
         self.browser: BrowserSource | None = None
         self._loop: SessionLoop | None = None
         self._service: Service | None = None  # the local server, started on first use
+        self._names: dict[str, str] = {}  # speaker names, kept for the next sessions too
         self.layout = PanelLayout(file or sample("endgame_nagg_nell"),
                                   service or ("assemblyai" if self._api_key else "local"),
                                   out_dir)
@@ -181,6 +184,9 @@ class Panel:
         self.service.observe(lambda _: self._show_service(), names="value")
         self.source_kind.observe(lambda _: self._show_source(), names="value")
         self.browser_kind.observe(self._browser_kind_changed, names="value")
+        self.speaker_labels.observe(lambda _: self.layout.show_speaker_names(), names="value")
+        self.speaker_names.observe(self._names_typed, names="value")
+        self.layout.show_speaker_names()
         has_device = self.refresh_devices(preselect=device)
         self.source_kind.value = source or ("device" if has_device and device else "file")
         self._show_source()  # (again: the observer does not fire when the value is unchanged)
@@ -262,10 +268,44 @@ class Panel:
             self.layout.show_error(render.error_html(str(exc)))
             return
         self.transcriber = recorder
+        recorder.session.name_speakers(self._names)
         self._loop = SessionLoop(recorder, _LiveWidgets(self.layout, self.max_turns_shown),
                                  update_hz=self.update_hz, fast=not self.realtime)
         self.layout.show_starting()
         self._loop.start()
+
+    def name_speakers(self, names: Mapping[str, str | None] | None = None, /,
+                      **more: str | None) -> None:
+        """Name speakers: ``panel.name_speakers(A="Nagg", B="Nell")`` (``None`` un-names).
+
+        The names show in the live view at once (during or after a session), and in `turns`,
+        `words` and what Save writes; they stay for the panel's next sessions. Typing
+        ``A=Nagg, B=Nell`` into the Names box does the same.
+        """
+        changes = {**(names or {}), **more}
+        for label, name in changes.items():
+            if name is None or name == label:
+                self._names.pop(label, None)
+            else:
+                self._names[label] = name
+        if self.transcriber is not None:
+            self.transcriber.session.name_speakers(changes)
+        if self._loop is not None and self._loop.running:
+            self._loop.touch()  # the session thread renders it at its next refresh
+        else:
+            self.turns_view.value = self.render_turns(self.session)
+        shown = ", ".join(f"{k}={v}" for k, v in self._names.items())
+        if self.speaker_names.value != shown and changes:
+            self.speaker_names.value = shown
+
+    def _names_typed(self, change: dict[str, Any]) -> None:
+        try:
+            names = parse_speaker_names(change["new"])
+        except ValueError as exc:
+            self.layout.show_error(render.error_html(str(exc)))
+            return
+        self.layout.show_error("")
+        self.name_speakers({**dict.fromkeys(set(self._names) - set(names)), **names})
 
     def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
         """Stop the session: the last audio is sent and the final turns arrive.

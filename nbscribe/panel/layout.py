@@ -65,6 +65,10 @@ class PanelLayout:
         self.max_silence = W.IntSlider(value=1000, min=200, max=5000, step=100,
                                        description="Turn silence", readout_format="d")
         self.speaker_labels = W.Checkbox(value=False, description="Speaker labels")
+        self.speaker_names = W.Text(placeholder="A=Nagg, B=Nell", description="Names",
+                                    continuous_update=False, layout=W.Layout(width="300px"),
+                                    tooltip="names for the speaker labels, in the view, the "
+                                    "DataFrames and Save")
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop",
                                     disabled=True)
@@ -85,6 +89,7 @@ class PanelLayout:
             (self.level, "nbs-level"), (self.turns_view, "nbs-turns"),
             (self.partial, "nbs-partial"), (self.error, "nbs-error"),
             (self.save_button, "nbs-save"), (self.saved, "nbs-saved"),
+            (self.speaker_labels, "nbs-speaker-labels"), (self.speaker_names, "nbs-names"),
         ]:
             w.add_class(cls)
         self.widget = W.VBox([
@@ -93,7 +98,8 @@ class PanelLayout:
             W.HBox([self.device, self.refresh_button]), self.mic, self.file,
             self.browser_box, self.hint,
             self.service, W.HBox([self.key, self.key_status]),
-            W.HBox([self.model, self.speaker_labels]), self.keyterms, self.max_silence,
+            W.HBox([self.model, self.speaker_labels, self.speaker_names]), self.keyterms,
+            self.max_silence,
             W.HBox([self.start_button, self.stop_button, self.level]),
             self.status, self.error, self.turns_view, self.partial,
             W.HBox([self.save_dir, self.save_button, self.saved]),
@@ -143,6 +149,10 @@ class PanelLayout:
         self.file.layout.display = None if kind == "file" else "none"
         for w in (self.device, self.refresh_button, self.mic, self.hint):
             w.layout.display = None if kind == "device" else "none"
+
+    def show_speaker_names(self) -> None:
+        """Offer names for speakers when speaker labels are asked for."""
+        self.speaker_names.layout.display = None if self.speaker_labels.value else "none"
 
     def show_service(self, key_set: bool) -> None:
         """Show the key and model for AssemblyAI (whether a key is set, never the key)."""

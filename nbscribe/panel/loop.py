@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Protocol
 
-from ..events import Event, Turn
+from ..events import Event, SpeakerRevision, Turn
 from ..pump import run_all
 from ..recorder import Recorder
 
@@ -104,9 +104,13 @@ class SessionLoop:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def touch(self) -> None:
+        """Have the transcript shown again at the next refresh (speakers were renamed)."""
+        self._version += 1
+
     def _on_event(self, event: Event) -> None:
         # The recorder's events thread: count, never touch the view.
-        if isinstance(event, Turn):
+        if isinstance(event, (Turn, SpeakerRevision)):
             self._version += 1
 
     def _run(self) -> None:

@@ -19,7 +19,8 @@ from ..service import Service
 from ..sources import AudioSource, DeviceSource, FileSource
 from ..transcriber import Transcriber
 
-__all__ = ["MODELS", "PanelSettings", "make_sources", "make_transcriber", "streaming_params"]
+__all__ = ["MODELS", "PanelSettings", "make_sources", "make_transcriber", "parse_speaker_names",
+           "streaming_params"]
 
 #: The AssemblyAI models the panel offers: (label, ``speech_model``).
 MODELS = [
@@ -32,6 +33,26 @@ MODELS = [
 
 #: The source names of "You vs Others" (the microphone, the device).
 YOU, OTHERS = "you", "others"
+
+
+def parse_speaker_names(text: str) -> dict[str, str]:
+    """Read ``"A=Nagg, B=Nell"`` (commas or semicolons between pairs) into a dict.
+
+    Raises
+    ------
+    ValueError
+        A pair without ``=``, or with an empty side; the message shows the expected form.
+    """
+    names: dict[str, str] = {}
+    for pair in text.replace(";", ",").split(","):
+        if not pair.strip():
+            continue
+        label, sep, name = pair.partition("=")
+        if not sep or not label.strip() or not name.strip():
+            raise ValueError(f"speaker names are LABEL=NAME pairs, like A=Nagg, B=Nell; "
+                             f"got {pair.strip()!r}")
+        names[label.strip()] = name.strip()
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
