@@ -14,7 +14,9 @@ What is measured, each beside its target (benchmarks print numbers; they never f
   sends a final turn every 2 s;
 - the panel: bytes to the browser and CPU per update at 10, 1,000 and 10,000 turns;
 - DataFrames: building turns and words for 10,000 turns / 100,000 words;
-- the local engine: WER, CPU per audio second, first-partial and final latency at real time.
+- the local engine: WER, CPU per audio second, first-partial and final latency at real time;
+- offline speaker labels: how right, added CPU and final-turn latency, two streams at real time
+  (`bench/speakers.py`).
 """
 
 from __future__ import annotations
@@ -297,6 +299,9 @@ def main() -> None:
         minutes = args.engine_minutes or (0.5 if quick else 10)
         rows += engine_bench.run(minutes, device="auto")
         engine_note = f" The engine's long stream lasted {minutes:g} minutes."
+        import speakers as speakers_bench
+
+        rows += speakers_bench.run(quick)
     elapsed = time.monotonic() - started
 
     width = max(len(r[1]) for r in rows) + 2
@@ -312,8 +317,9 @@ def main() -> None:
         "",
         f"Written by `python bench/run.py{' --quick' if quick else ''}` on "
         f"{datetime.date.today()} ({elapsed / 60:.1f} minutes) on {machine}.{engine_note}",
-        "How each number is measured is in the docstrings of `bench/run.py`, `bench/engine.py`",
-        "and `bench/panel.py`. Benchmarks report; they do not fail a build.",
+        "How each number is measured is in the docstrings of `bench/run.py`, `bench/engine.py`,",
+        "`bench/panel.py`, `bench/device.py` and `bench/speakers.py`. Benchmarks report; they do",
+        "not fail a build.",
         "",
         "| section | measure | result | target |",
         "|---|---|---|---|",
