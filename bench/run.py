@@ -77,6 +77,18 @@ with serve(handle, "127.0.0.1", 0) as srv:
 """
 
 
+NOTES = """## Notes
+
+The engine encodes a Whisper window sized to the turn (at least 15 s) instead of the full 30 s,
+reuses a decode when only silence followed it, skips partials while it catches up on a backlog,
+and spaces partials by twice the last decode time when decoding is slow: on this CPU one decode
+with the standard 30 s window costs ~0.9 s, and without these the engine could not keep up with
+real time on 2 cores. No GPU has been lent to this project's sessions yet, so there are no GPU
+figures (`python bench/engine.py --device cuda` measures one). `python bench/echo.py` measures
+"You vs Others" with the call on speakers through PulseAudio (about 4 minutes; not in this run).
+"""
+
+
 class NullServer:
     """The scripted server above, in a subprocess (so its CPU is not the client's)."""
 
@@ -325,6 +337,7 @@ def main() -> None:
         "|---|---|---|---|",
         *[f"| {s} | {m} | {v} | {t} |" for s, m, v, t in rows],
         "",
+        NOTES,
     ]
     Path(args.output).write_text("\n".join(lines))
     print(f"\nwrote {args.output} ({elapsed:.0f} s)")
