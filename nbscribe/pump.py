@@ -19,6 +19,7 @@ from typing import Any
 
 from .client import StreamingClient
 from .convert import Converter
+from .echo import FrameStage
 from .errors import AuthError, ConfigError, ConnectError, NbscribeError, StreamError
 from .events import Event, Turn
 from .outbox import Outbox
@@ -61,12 +62,16 @@ class Pump:
         The WAV file to write.
     terminate_timeout : float
         How long an old session may take to finish after its ``Terminate``.
+    stage : FrameStage, optional
+        A step between the converter and the WAV writer (echo cancellation,
+        `nbscribe.echo`): it gets each frame with its capture time and gives back the frames
+        to write and send.
     """
 
     def __init__(self, source: AudioSource, params: StreamingParams, outbox: Outbox,
                  policy: ReconnectPolicy, new_client: NewClient, events: queue.SimpleQueue[Any],
                  confirmed: queue.SimpleQueue[int], wav_path: Path,
-                 terminate_timeout: float) -> None:
+                 terminate_timeout: float, stage: FrameStage | None = None) -> None:
         self.source = source
         self.params = params
         self.outbox = outbox
@@ -77,6 +82,9 @@ class Pump:
         self._confirmed = confirmed
         self.wav_path = wav_path
         self.terminate_timeout = terminate_timeout
+        self.stage = stage
+        self._frames = 0  # frames out of the converter
+        self._base: float | None = None  # capture time of the first frame
         self.stop_event = threading.Event()
         self.deadline: float | None = None  # written by stop() before stop_event is set
         # what the transcriber reports; written by this thread only
@@ -117,12 +125,18 @@ class Pump:
                 self.error = self.error or StreamError(source.error)
             source.close()
             for frame in conv.flush():
-                self._capture(frame, wav)
+                self._stage(frame, wav)
+            if self.stage is not None:
+                stage, self.stage = self.stage, None
+                for frame in stage.close():
+                    self._capture(frame, wav)
             self._drain()
         except Exception as exc:
             logger.exception("the audio pump failed")
             self.error = self.error or StreamError(f"the audio pump failed: {exc!r}")
         finally:
+            if self.stage is not None:  # it failed before the end: tell the stage all the same
+                run_all(self.stage.close)
             run_all(source.close,
                     wav.close if wav is not None else None,
                     self._close_connections,
@@ -137,17 +151,34 @@ class Pump:
             wait = self.outbox.wait_s(time.monotonic(), self.source.realtime)
             block = self.source.read(timeout=0.1 if wait is None else min(0.1, wait + 0.001))
             if block is not None:
+                if self._base is None:  # when the first block began
+                    began = getattr(self.source, "first_block_at", None)
+                    self._base = (0.0 if not self.source.realtime else began if began
+                                  else time.monotonic() - len(block) / self.source.sample_rate)
                 for frame in conv.push(block):
-                    self._capture(frame, wav)
+                    self._stage(frame, wav)
                 self.level = conv.level
                 if self.audio_seconds - reported >= 1.0:
                     reported = self.audio_seconds
                     self._events.put(("audio", reported))
             elif self.source.finished:
                 return
+            if self.stage is not None:
+                for frame in self.stage.poll():
+                    self._capture(frame, wav)
             if not self._service():
                 return
         self.state = "stopping"
+
+    def _stage(self, frame: bytes, wav: WavWriter) -> None:
+        """Pass a converted frame through the stage, if any, on to `_capture`."""
+        if self.stage is None:
+            self._capture(frame, wav)
+            return
+        at = (self._base or 0.0) + self._frames * self.outbox.frame_ms / 1000
+        self._frames += 1
+        for ready in self.stage.push(frame, at):
+            self._capture(ready, wav)
 
     def _capture(self, frame: bytes, wav: WavWriter) -> None:
         wav.write(frame)  # to disk first: nothing captured is lost

@@ -33,6 +33,7 @@ from .client import StreamingClient
 from .connection import Connector
 from .convert import Converter
 from .dispatch import Dispatcher
+from .echo import FrameStage
 from .errors import ConfigError, NbscribeError, StreamError
 from .events import Event
 from .journal import JOURNAL_NAME, Journal
@@ -132,6 +133,9 @@ class Transcriber:
         The budget of `stop`: the last audio, the final turns and every join.
     connector : callable, optional
         Opens connections (`nbscribe.connection.Connector`; tests: `testing.FakeService`).
+    stage : FrameStage, optional
+        A step every converted frame goes through before it is written and sent, with its
+        capture time (`nbscribe.echo.FrameStage`); `MultiTranscriber` uses it to cancel echo.
     **param_kwargs
         Connection parameters by name (see `StreamingParams`).
     """
@@ -159,6 +163,7 @@ class Transcriber:
         send_timeout: float = 10.0,
         stop_timeout: float = 30.0,
         connector: Connector | None = None,
+        stage: FrameStage | None = None,
         **param_kwargs: Any,
     ) -> None:
         if params is not None and param_kwargs:
@@ -179,6 +184,7 @@ class Transcriber:
         self.send_timeout = send_timeout
         self.stop_timeout = stop_timeout
         self._connector = connector
+        self.stage = stage
         self.policy = ReconnectPolicy(enabled=reconnect, rollover_seconds=rollover_seconds)
         self.outbox = Outbox(frame_ms, int(buffer_seconds * 1000), catchup_rate=catchup_rate)
         self.session = Session()
@@ -292,7 +298,8 @@ class Transcriber:
                                                daemon=True)
         self._events_thread.start()
         pump = Pump(self.source, self.params, self.outbox, self.policy, self._new_client,
-                    self._events, self._confirmed, self._wav_path, self.terminate_timeout)
+                    self._events, self._confirmed, self._wav_path, self.terminate_timeout,
+                    stage=self.stage)
         try:
             self.service.start(fast=not self.source.realtime)
             self.session.metadata.update(source=self.source.description,

@@ -34,6 +34,10 @@ class AudioSource(Protocol):
         Blocks the source lost because they were not read in time (0 for files).
     error : str or None
         Why the source finished early, if it did.
+
+    A source may also have ``first_block_at``: the `time.monotonic` time its first block
+    began, when it knows it better than the moment the block is read (a device's callback
+    does). Two sources are lined up with it for echo cancellation.
     """
 
     sample_rate: int

@@ -103,11 +103,15 @@ class DeviceSource:
         self.check_seconds = check_seconds
         self._next_check = 0.0
         self._last_block: float | None = None
+        #: `time.monotonic` when the first block began (set by PortAudio's thread)
+        self.first_block_at: float | None = None
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         # PortAudio's thread: copy and return; never block, never log here.
         if status and getattr(status, "input_overflow", False):
             self.overflows += 1
+        if self.first_block_at is None:  # when capture began (not when the block is read)
+            self.first_block_at = time.monotonic() - frames / self.sample_rate
         try:
             self._queue.put_nowait(indata.copy())
         except queue.Full:
