@@ -16,7 +16,9 @@ What is measured, each beside its target (benchmarks print numbers; they never f
 - DataFrames: building turns and words for 10,000 turns / 100,000 words;
 - the local engine: WER, CPU per audio second, first-partial and final latency at real time;
 - offline speaker labels: how right, added CPU and final-turn latency, two streams at real time
-  (`bench/speakers.py`).
+  (`bench/speakers.py`);
+- "You vs Others" with the call on speakers: call phrases written twice and the WER of your
+  words, with and without the echo canceller and the transcript-level net (`bench/echo.py`).
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ reuses a decode when only silence followed it, skips partials while it catches u
 and spaces partials by twice the last decode time when decoding is slow: on this CPU one decode
 with the standard 30 s window costs ~0.9 s, and without these the engine could not keep up with
 real time on 2 cores. No GPU has been lent to this project's sessions yet, so there are no GPU
-figures (`python bench/engine.py --device cuda` measures one). `python bench/echo.py` measures
-"You vs Others" with the call on speakers through PulseAudio (about 4 minutes; not in this run).
+figures (`python bench/engine.py --device cuda` measures one). The echo rows play a call and a
+microphone that hears it into two PulseAudio null sinks (`bench/echo.py`, full runs only).
 """
 
 
@@ -314,6 +316,9 @@ def main() -> None:
         import speakers as speakers_bench
 
         rows += speakers_bench.run(quick)
+    import echo as echo_bench
+
+    rows += echo_bench.run(quick)  # the canceller's CPU; the calls through PulseAudio when full
     elapsed = time.monotonic() - started
 
     width = max(len(r[1]) for r in rows) + 2

@@ -190,13 +190,19 @@ def _transcribe_many(args: argparse.Namespace) -> int:
                for n, d in zip(names, args.device, strict=True)}
     multi = MultiTranscriber(sources, url=args.url, api_key=args.api_key, token=args.token,
                              local=True if args.local else None, out_dir=args.out,
-                             frame_ms=args.frame_ms, **_params_from(args))
+                             frame_ms=args.frame_ms, cancel_echo=not args.no_echo_cancel,
+                             include_echo=args.keep_echo, **_params_from(args))
     multi.session.name_speakers(dict(args.speaker_names or ()))
     lock = threading.Lock()
 
     def show(name: str, event: Event) -> None:
         if isinstance(event, Turn) and event.end_of_turn:
             start = event.words[0].start / 1000 if event.words else 0.0
+            if name in multi.echo_of and not args.keep_echo:
+                last = multi.session.latest(20)  # echo already left out of it
+                if not any(r.source == name and r.turn.turn_order == event.turn_order
+                           for r in last):
+                    return  # it repeats the other side: not printed (see session.echoes)
             with lock:
                 print(f"[{name:>6} {int(start // 60):02d}:{start % 60:05.2f}] {event.transcript}",
                       flush=True)
@@ -220,6 +226,11 @@ def _transcribe_many(args: argparse.Namespace) -> int:
         note = part.continuity()
         if note:
             print(f"nbscribe: {name}: {note}", file=sys.stderr)
+    echoes = session.echoes
+    if len(echoes) and not args.keep_echo:
+        print(f"nbscribe: {len(echoes)} turn(s) of 'you' repeated what 'others' said (the call "
+              "heard through the speakers) and were left out; --keep-echo keeps them, and "
+              "you/events.jsonl has them", file=sys.stderr)
     if args.out:  # MultiTranscriber.stop saved it there
         print(f"nbscribe: {len(session)} turns; wrote {os.path.normpath(args.out)}/ "
               "(turns.csv, words.csv with a source column; one folder per source)",
@@ -278,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", "--samplerate", dest="sample_rate", type=int,
                    help="open the device at this rate")
     p.add_argument("--channels", type=int, help="open the device with this many channels")
+    echo = p.add_argument_group("two devices: the call heard by the microphone (speakers, not "
+                                "headphones)")
+    echo.add_argument("--no-echo-cancel", action="store_true",
+                      help="do not remove the call's sound from the microphone")
+    echo.add_argument("--keep-echo", action="store_true",
+                      help="keep microphone turns that repeat what the call said")
     _add_service_args(p)
     p.set_defaults(func=_cmd_transcribe)
 

@@ -130,7 +130,7 @@ def save(
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(session, Session):  # several sources: merged tables, a folder each
         written = _tables(session, out, [f for f in formats if f in MERGED_FORMATS])
-        for name, part in session.sessions.items():
+        for name, part in session.for_export().items():
             written += save(part, out / name, formats)
         return written
     written = _tables(session, out, formats)

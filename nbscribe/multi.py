@@ -4,6 +4,12 @@ The service transcribes mono audio, so each source gets its own `Transcriber` an
 session; `MultiSession` merges them into one set of DataFrames with a ``source`` column beside
 ``speaker``, on one timeline: time zero is the moment the first source sent its first audio, and
 every source's times are shifted by how much later it started.
+
+When one source hears another (a microphone near speakers that play the call captured by a
+loopback: ``echo_of={"you": "others"}``, the default for sources named so), the microphone's
+frames go through an `nbscribe.echo.EchoCanceller` fed by the loopback's frames, and
+`MultiSession` marks the microphone's turns that still repeat a loopback turn as echo and leaves
+them out of its DataFrames, live view and exports (``include_echo=True`` shows them).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .echo import EchoCanceller, find_echoes
 from .errors import ConfigError
 from .events import Event
 from .pump import run_all
@@ -41,11 +48,79 @@ class MultiSession:
         One session per source name.
     offsets : mapping of str to float
         Seconds to add to each source's times (when it started after the first one).
+    echo_of : mapping of str to str, optional
+        ``{microphone: loopback}``: the microphone source hears the loopback source through the
+        speakers. Its turns that repeat the loopback's are echo.
+    include_echo : bool
+        Whether echo turns stay in `turns`, `words`, `latest` and exports (with ``echo`` True);
+        by default they are left out (they stay in the source's journal and `echoes`).
     """
 
-    def __init__(self, sessions: Mapping[str, Session], offsets: Mapping[str, float]) -> None:
+    def __init__(self, sessions: Mapping[str, Session], offsets: Mapping[str, float],
+                 echo_of: Mapping[str, str] | None = None, include_echo: bool = False) -> None:
         self.sessions = dict(sessions)
         self.offsets = dict(offsets)
+        self.echo_of = dict(echo_of or {})
+        self.include_echo = include_echo
+
+    # -- echo ---------------------------------------------------------------------------------
+
+    def _echo_keys(self, records: Mapping[str, list[TurnRecord]] | None = None
+                   ) -> dict[str, dict[tuple[int, int], str]]:
+        """Return, per microphone source, its echo turns: (segment, turn_order) -> repeated text.
+
+        `records` are each source's final turns to judge (default: all of them).
+        """
+        out: dict[str, dict[tuple[int, int], str]] = {}
+        for mic, ref in self.echo_of.items():
+            if mic not in self.sessions or ref not in self.sessions:
+                continue
+            mine = records[mic] if records is not None else self.sessions[mic].records()
+            theirs = records[ref] if records is not None else self.sessions[ref].records()
+            dm, dr = self.offsets.get(mic, 0.0), self.offsets.get(ref, 0.0)
+            out[mic] = find_echoes(
+                [((r.segment, r.turn.turn_order), r.start + dm, r.end + dm, r.turn.transcript)
+                 for r in mine if r.start is not None and r.end is not None],
+                [(r.start + dr, r.end + dr, r.turn.transcript)
+                 for r in theirs if r.start is not None and r.end is not None])
+        return out
+
+    @property
+    def echoes(self) -> pd.DataFrame:
+        """The microphone turns marked as echo: source, turn_order, start, end, text, repeats."""
+        import pandas as pd
+
+        rows = []
+        for mic, keys in self._echo_keys().items():
+            shift = self.offsets.get(mic, 0.0)
+            for r in self.sessions[mic].records():
+                key = (r.segment, r.turn.turn_order)
+                if key in keys:
+                    rows.append({"source": mic, "segment": r.segment,
+                                 "turn_order": r.turn.turn_order,
+                                 "start": round(r.start + shift, 3), "end": round(r.end + shift, 3),
+                                 "text": r.turn.transcript, "repeats": keys[key]})
+        return pd.DataFrame(rows, columns=["source", "segment", "turn_order", "start", "end",
+                                           "text", "repeats"])
+
+    def _frames(self, kind: str, include_echo: bool | None) -> dict[str, pd.DataFrame]:
+        import numpy as np
+
+        include = self.include_echo if include_echo is None else include_echo
+        keys = self._echo_keys() if self.echo_of else {}
+        frames = {}
+        for name, session in self.sessions.items():
+            frame = session.turns if kind == "turns" else session.words
+            if self.echo_of:
+                echo = keys.get(name, {})
+                flags = np.array([(seg, order) in echo for seg, order in
+                                  zip(frame["segment"], frame["turn_order"], strict=True)],
+                                 dtype=bool)
+                frame = frame.assign(echo=flags)
+                if not include:
+                    frame = frame.loc[~flags]
+            frames[name] = frame
+        return frames
 
     def _merge(self, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         import pandas as pd
@@ -63,18 +138,43 @@ class MultiSession:
 
     @property
     def turns(self) -> pd.DataFrame:
-        """Final turns of every source: ``source``, ``speaker``, ``start``, ``end``, ``text`` ..."""
-        return self._merge({n: s.turns for n, s in self.sessions.items()})
+        """Final turns of every source: ``source``, ``speaker``, ``start``, ``end``, ``text`` ...
+
+        Echo turns are left out unless `include_echo` (see `turns_frame`).
+        """
+        return self.turns_frame()
 
     @property
     def words(self) -> pd.DataFrame:
-        """Words of every source, with ``source``, on the common timeline."""
-        return self._merge({n: s.words for n, s in self.sessions.items()})
+        """Words of every source, with ``source``, on the common timeline (echo left out)."""
+        return self.words_frame()
+
+    def turns_frame(self, include_echo: bool | None = None) -> pd.DataFrame:
+        """Return the merged turns; with sources that hear each other, an ``echo`` column.
+
+        Parameters
+        ----------
+        include_echo : bool, optional
+            Keep the microphone's turns that repeat the loopback (default: `include_echo`).
+        """
+        return self._merge(self._frames("turns", include_echo))
+
+    def words_frame(self, include_echo: bool | None = None) -> pd.DataFrame:
+        """Return the merged words (see `turns_frame`)."""
+        return self._merge(self._frames("words", include_echo))
 
     @property
     def text(self) -> str:
         """The merged transcript, one ``source: text`` line per turn."""
         return "\n".join(f"{r.source}: {r.text}" for r in self.turns.itertuples())
+
+    def for_export(self) -> dict[str, Session]:
+        """Each source's session as exports write it: echo turns left out unless included."""
+        if not self.echo_of or self.include_echo:
+            return dict(self.sessions)
+        keys = self._echo_keys()
+        return {name: session.without(set(keys.get(name, {})))
+                for name, session in self.sessions.items()}
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sessions.values())
@@ -84,11 +184,15 @@ class MultiSession:
 
         For live views; each record's ``source`` names its source.
         """
+        latest = {name: session.latest(n) for name, session in self.sessions.items()}
+        echo = ({} if self.include_echo or not self.echo_of
+                else self._echo_keys(latest))
         recs = []
-        for name, session in self.sessions.items():
+        for name, records in latest.items():
             shift = round(self.offsets.get(name, 0.0) * 1000)
+            hidden = echo.get(name, {})
             recs += [dataclasses.replace(r, offset_ms=r.offset_ms + shift, source=name)
-                     for r in session.latest(n)]
+                     for r in records if (r.segment, r.turn.turn_order) not in hidden]
         recs.sort(key=lambda r: (r.start is None, r.start or 0.0))
         return recs[-n:] if n > 0 else []
 
@@ -142,6 +246,16 @@ class MultiTranscriber:
     url, api_key, token, local, service
         Where the audio goes (see `Transcriber`): one `Service` shared by every source; without
         a key or URL, one local server is started for all of them.
+    echo_of : mapping of str to str, optional
+        ``{microphone: loopback}`` when the microphone hears what the loopback captures (a call
+        on the speakers). Default: ``{"you": "others"}`` when the sources are named so; ``{}``
+        for none.
+    cancel_echo : bool
+        Remove the loopback's sound from the microphone before it is transcribed (acoustic
+        echo cancellation; needs ``pip install 'nbscribe[echo]'``, else a warning).
+    include_echo : bool
+        Keep the microphone turns that still repeat the loopback in the merged DataFrames,
+        the live view and exports (they are always in the source's journal).
     **kwargs
         Passed to every `Transcriber` (``speech_model``, ``keyterms_prompt``, ...).
     """
@@ -150,7 +264,8 @@ class MultiTranscriber:
                  out_dir: str | os.PathLike[str] | None = None, url: str | None = None,
                  api_key: str | None = None, token: str | Callable[[], str] | None = None,
                  local: bool | None = None, service: Service | None = None,
-                 **kwargs: Any) -> None:
+                 echo_of: Mapping[str, str] | None = None, cancel_echo: bool = True,
+                 include_echo: bool = False, **kwargs: Any) -> None:
         if len(sources) < 1:
             raise ConfigError("give at least one source, e.g. {'you': mic, 'others': loopback}")
         bad = [n for n in sources if not n or "/" in n or n in (".", "..")]
@@ -166,6 +281,23 @@ class MultiTranscriber:
                               service=self.service, **kwargs)
             for name, src in sources.items()
         }
+        if echo_of is None:
+            echo_of = {"you": "others"} if {"you", "others"} <= set(sources) else {}
+        unknown = [n for pair in echo_of.items() for n in pair if n not in sources]
+        if unknown or len(set(echo_of.values())) < len(echo_of):
+            raise ConfigError(f"echo_of maps a microphone source to a loopback source, each "
+                              f"used once; got {dict(echo_of)} for sources {sorted(sources)}")
+        self.echo_of = dict(echo_of)
+        self.include_echo = include_echo
+        self.cancellers: dict[str, EchoCanceller] = {}
+        if cancel_echo:
+            for mic, ref in self.echo_of.items():
+                mic_tr, ref_tr = self.transcribers[mic], self.transcribers[ref]
+                live = mic_tr.source.realtime and ref_tr.source.realtime
+                canceller = EchoCanceller(mic_tr.params.sample_rate,
+                                          max_wait=0.6 if live else 10.0)
+                mic_tr.stage, ref_tr.stage = canceller.microphone, canceller.reference
+                self.cancellers[mic] = canceller
         self._started = False
         self._saved = False
 
@@ -283,7 +415,8 @@ class MultiTranscriber:
         known = [t for t in starts.values() if t is not None]
         t0 = min(known) if known else 0.0
         offsets = {n: (t - t0 if t is not None else 0.0) for n, t in starts.items()}
-        return MultiSession({n: tr.session for n, tr in self.transcribers.items()}, offsets)
+        return MultiSession({n: tr.session for n, tr in self.transcribers.items()}, offsets,
+                            echo_of=self.echo_of, include_echo=self.include_echo)
 
     def __enter__(self) -> MultiTranscriber:
         return self.start()

@@ -294,6 +294,28 @@ class Session:
                 if record.final:
                     record.columns = _columns(record)
 
+    def without(self, keys: set[tuple[int, int]]) -> Session:
+        """Return a copy of this session without some turns.
+
+        `keys` are ``(segment, turn_order)`` pairs. Exports that leave out echo use it; the
+        journal keeps everything.
+        """
+        out = Session()
+        with self._lock:
+            for name in ("segment", "offset_ms", "started_at", "audio_seconds", "audio_path"):
+                setattr(out, name, getattr(self, name))
+            for name in ("begins", "terminations", "errors", "warnings", "gaps",
+                         "interruptions"):
+                setattr(out, name, list(getattr(self, name)))
+            out.metadata = dict(self.metadata)
+            out._names.update(self._names)
+            for key, record in self._turns.items():
+                if key not in keys:
+                    out._turns[key] = dataclasses.replace(record, names=out._names)
+            out._finals = [k for k in self._finals if k in out._turns]
+            out._open = {k for k in self._open if k in out._turns}
+        return out
+
     @property
     def speaker_names(self) -> dict[str, str]:
         """The names given to speaker labels (label -> name)."""

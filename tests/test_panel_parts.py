@@ -112,6 +112,16 @@ def test_the_transcriber_the_form_describes(samples_dir):
     assert isinstance(multi, MultiTranscriber) and isinstance(multi, Recorder)
     assert multi.service is made[1]
     assert all(t.service is made[1] for t in multi.transcribers.values())
+    # the call on speakers: the mic is cleaned with the device's audio, echo turns left out
+    assert multi.echo_of == {"you": "others"} and not multi.include_echo
+    assert multi.transcribers["you"].stage is multi.cancellers["you"].microphone
+    assert multi.transcribers["others"].stage is multi.cancellers["you"].reference
+    off = make_transcriber(PanelSettings(source="device", device="Loop", mic="Mic",
+                                         cancel_echo=False),
+                           api_key=None, local_service=local_service,
+                           open_device=lambda name: ArraySource(np.zeros(160), 16000))
+    assert not off.cancellers and off.include_echo
+    assert all(t.stage is None for t in off.transcribers.values())
 
 
 def test_the_panel_saves_the_audio_and_parquet_when_it_can():

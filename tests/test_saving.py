@@ -125,8 +125,9 @@ def test_transcriber_stop_saves_once_into_out_dir(tmp_path, saves):
 def test_multi_transcriber_stop_saves_each_source_once(tmp_path, saves):
     sources = {name: ArraySource(sine(0.5, 16000, freq=f), 16000, realtime=False)
                for name, f in (("you", 300.0), ("others", 500.0))}
+    # both sources say the same thing at once: not an echo here (echo_of={}), two people
     multi = MultiTranscriber(sources, api_key=KEY, connector=FakeService(OneTurn("Said.")),
-                             out_dir=tmp_path)
+                             out_dir=tmp_path, echo_of={})
     multi.start()
     assert multi.wait(20)
     session = multi.stop()

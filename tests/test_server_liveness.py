@@ -82,7 +82,8 @@ def fakes(monkeypatch) -> Iterator[Fakes]:
     state = Fakes()
     state.gate.set()
 
-    def make(engine: object, params: object, settings: object = None) -> FakeTurnEngine:
+    def make(engine: object, params: object, settings: object = None,
+             speakers: object = None) -> FakeTurnEngine:
         state.sessions.append(FakeTurnEngine(state))
         return state.sessions[-1]
 

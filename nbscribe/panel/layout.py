@@ -47,6 +47,9 @@ class PanelLayout:
                                        layout=W.Layout(width="40px"))
         self.mic = W.Dropdown(description="+ You (mic)", layout=W.Layout(width="420px"),
                               tooltip="also transcribe your microphone as a second source")
+        self.cancel_echo = W.Checkbox(
+            value=True, description="Remove the call from the mic (speakers, not headphones)",
+            indent=False, layout=W.Layout(width="420px", margin="0 0 0 90px"))
         self.file = W.Text(value=str(file), description="File", layout=wider)
         self.browser_kind = W.Dropdown(
             options=[("microphone", "mic"), ("a tab or screen, with its audio", "display")],
@@ -90,12 +93,13 @@ class PanelLayout:
             (self.partial, "nbs-partial"), (self.error, "nbs-error"),
             (self.save_button, "nbs-save"), (self.saved, "nbs-saved"),
             (self.speaker_labels, "nbs-speaker-labels"), (self.speaker_names, "nbs-names"),
+            (self.cancel_echo, "nbs-cancel-echo"),
         ]:
             w.add_class(cls)
         self.widget = W.VBox([
             W.HTML(CSS),
             W.HBox([self.source_kind]),
-            W.HBox([self.device, self.refresh_button]), self.mic, self.file,
+            W.HBox([self.device, self.refresh_button]), self.mic, self.cancel_echo, self.file,
             self.browser_box, self.hint,
             self.service, W.HBox([self.key, self.key_status]),
             W.HBox([self.model, self.speaker_labels, self.speaker_names]), self.keyterms,
@@ -114,7 +118,8 @@ class PanelLayout:
             source=self.source_kind.value, file=self.file.value, device=self.device.value or "",
             mic=self.mic.value or "", service=self.service.value, model=self.model.value,
             keyterms=self.keyterms.value, max_turn_silence=int(self.max_silence.value),
-            speaker_labels=bool(self.speaker_labels.value), realtime=realtime)
+            speaker_labels=bool(self.speaker_labels.value),
+            cancel_echo=bool(self.cancel_echo.value), realtime=realtime)
 
     def show_devices(self, devices: Sequence[DeviceInfo], preselect: str | None) -> None:
         """Offer `devices` (loopback ones marked), preselect one by substring, hint at setup."""
@@ -149,6 +154,7 @@ class PanelLayout:
         self.file.layout.display = None if kind == "file" else "none"
         for w in (self.device, self.refresh_button, self.mic, self.hint):
             w.layout.display = None if kind == "device" else "none"
+        self.cancel_echo.layout.display = None if kind == "device" and self.mic.value else "none"
 
     def show_speaker_names(self) -> None:
         """Offer names for speakers when speaker labels are asked for."""

@@ -79,6 +79,9 @@ class PanelSettings:
         Milliseconds of silence that end a turn.
     speaker_labels : bool
         Ask for speaker labels.
+    cancel_echo : bool
+        With `mic`: remove the call (what `device` captures) from the microphone, and leave
+        out microphone turns that still repeat it (for calls on speakers, not headphones).
     realtime : bool
         Send files at real time; ``False`` lets the local server go as fast as it can.
     """
@@ -92,6 +95,7 @@ class PanelSettings:
     keyterms: str = ""
     max_turn_silence: int = 1000
     speaker_labels: bool = False
+    cancel_echo: bool = True
     realtime: bool = True
 
     @property
@@ -196,5 +200,6 @@ def make_transcriber(
     else:
         where = {"service": local_service()}
     if isinstance(sources, dict):  # "You vs Others": one server session per source
-        return MultiTranscriber(sources, **where, **params)
+        return MultiTranscriber(sources, cancel_echo=settings.cancel_echo,
+                                include_echo=not settings.cancel_echo, **where, **params)
     return Transcriber(sources, **where, **params)
