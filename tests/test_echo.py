@@ -13,11 +13,18 @@ from nbscribe.multi import MultiSession
 from nbscribe.session import Session
 
 from . import calls
+from .conftest import need
 from .dialogues import DATA, RATE
 
-needs_aec = pytest.mark.skipif(not echo_cancellation_available(),
-                               reason="echo cancellation needs livekit: pip install "
-                               "'nbscribe[echo]'")
+
+@pytest.fixture
+def aec():
+    """Echo cancellation is installed (a failure under NBSCRIBE_REQUIRE_ALL, else a skip)."""
+    need(echo_cancellation_available(),
+         "echo cancellation needs livekit: pip install 'nbscribe[echo]'")
+
+
+needs_aec = pytest.mark.usefixtures("aec")
 
 
 def pcm(audio: np.ndarray) -> bytes:
