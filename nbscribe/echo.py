@@ -20,6 +20,10 @@ gives them back cleaned once the reference for their time has arrived (about 0.1
 Only the microphone's pump calls the canceller; the reference reaches it through a locked
 buffer. Frames carry the time they were captured (`time.monotonic` for live sources, the
 position in the stream for sources read faster than real time), which lines the two streams up.
+Devices do not always tell the truth about that (a stream that started slowly can carry a steady
+extra latency of a second), so the level envelopes of the microphone and the reference are also
+cross-correlated every second, and a clear lag outside what AEC3 handles (0-0.3 s) moves the
+reference into place (`EchoCanceller.offset`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import difflib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -107,6 +111,74 @@ class _Microphone:
         return self._owner._process(final=True)
 
 
+class _DelayTracker:
+    """Finds how far the echo in the microphone lags the reference given with it, from the sound.
+
+    Capture times only line the two streams up as well as the devices report them; a stream
+    that started slowly can carry a steady extra latency, and Bluetooth speakers add their own.
+    So the level envelopes (10 ms steps) of the microphone and of the reference are
+    cross-correlated over the last seconds; a clear peak says by how much the echo lags.
+    """
+
+    def __init__(self, rate: int, window: float = 4.0, max_lag: float = 1.5,
+                 min_corr: float = 0.35) -> None:
+        self.hop = rate // 100
+        self.window = int(window * 100)
+        self.max_lag = int(max_lag * 100)
+        self.min_corr = min_corr
+        self.mic: list[float] = []  # envelope of the microphone since the last change
+        self.clear = False  # whether the last estimate was beyond doubt
+        self.first_ref_hop: int | None = None  # the reference hop paired with mic[0]
+
+    def levels(self, samples: np.ndarray) -> np.ndarray:
+        n = len(samples) // self.hop
+        x = samples[:n * self.hop].astype(np.float64).reshape(n, self.hop)
+        return np.log10(np.mean(x * x, axis=1) + 1.0)
+
+    def observe(self, samples: np.ndarray, ref_start: int) -> None:
+        if self.first_ref_hop is None:
+            self.first_ref_hop = ref_start // self.hop
+        self.mic.extend(self.levels(samples).tolist())
+        del self.mic[:-(self.window + 2 * self.max_lag)]
+
+    def restart(self) -> None:
+        self.mic, self.first_ref_hop = [], None
+
+    def estimate(self, reference: Callable[[int, int], np.ndarray]) -> float | None:
+        """Return the lag (seconds) of the echo behind the reference, or ``None`` if unclear.
+
+        `reference(first_hop, n)` returns the reference envelope of ``n`` hops from
+        ``first_hop`` on (NaN where there is none).
+        """
+        if self.first_ref_hop is None or len(self.mic) < self.window:
+            return None
+        mic = np.asarray(self.mic[-self.window:])
+        first = self.first_ref_hop + len(self.mic) - self.window  # ref hop paired with mic[0]
+        ref = reference(first - self.max_lag, self.window + 2 * self.max_lag)
+        if np.isnan(ref).mean() > 0.5 or np.nanstd(ref) < 0.3 or np.std(mic) < 0.3:
+            return None  # the call was silent: nothing to line up
+        ref = np.where(np.isnan(ref), np.nanmean(ref), ref)
+        lags = np.arange(-self.max_lag, self.max_lag + 1)
+        # mic[k] is compared with ref[first + k - lag]
+        windows = np.lib.stride_tricks.sliding_window_view(ref, self.window)
+        rows = windows[self.max_lag - lags]
+        a = mic - mic.mean()
+        b = rows - rows.mean(axis=1, keepdims=True)
+        corr = (b @ a) / (np.linalg.norm(b, axis=1) * np.linalg.norm(a) + 1e-12)
+        best = int(np.argmax(corr))
+        peak = float(corr[best])
+        elsewhere = np.abs(lags - lags[best]) > 5  # further than 50 ms from the peak
+        handled = (lags >= 0) & (lags <= 30)  # where the canceller copes by itself
+        logger.debug("echo lag estimate %.2f s: correlation %.2f, next best %.2f, best where "
+                     "it is handled %.2f", lags[best] / 100, peak, corr[elsewhere].max(),
+                     corr[handled].max())
+        margin = min(peak - float(corr[elsewhere].max()), peak - float(corr[handled].max()))
+        if peak < self.min_corr or margin < 0.1:
+            return None  # no clear peak, or the lag the canceller handles fits about as well
+        self.clear = peak >= 0.5 and margin >= 0.2
+        return float(lags[best]) / 100
+
+
 class EchoCanceller:
     """Removes what a loopback source captured from a microphone that hears it.
 
@@ -117,21 +189,25 @@ class EchoCanceller:
     lead : float
         Seconds of reference, past a microphone frame's time, given to the canceller with that
         frame. Echo always comes after what the loopback captured; the lead keeps it so when
-        the two sources' timestamps are off by up to this much.
+        the two sources' timestamps are off by up to this much. Larger errors (a stream with
+        a steady extra latency) are found from the sound and corrected (`offset`).
     max_wait : float
-        How long (wall seconds) a live microphone frame may wait for its reference; past it
-        the frame goes on with what reference there is (the loopback stalled).
+        How long (wall seconds) a microphone frame may wait for its reference; past it the
+        frame goes on with what reference there is (the loopback stalled, or never started).
 
     Attributes
     ----------
     active : bool
         Whether echo is being cancelled (``False``: the ``livekit`` package is missing, and
         frames pass through unchanged).
+    processed_seconds, unreferenced_seconds : float
+        Microphone audio processed, and how much of it went on before its reference came
+        (echo in it was not cancelled).
     reference, microphone : FrameStage
         The stages to give the loopback's pump and the microphone's pump.
     """
 
-    def __init__(self, sample_rate: int = 16000, lead: float = 0.1, max_wait: float = 0.6
+    def __init__(self, sample_rate: int = 16000, lead: float = 0.1, max_wait: float = 2.0
                  ) -> None:
         self.sample_rate = sample_rate
         self.lead = lead
@@ -148,6 +224,15 @@ class EchoCanceller:
         self._apm: Any = None
         self._frame_cls: Any = None
         self.processed_seconds = 0.0
+        self.unreferenced_seconds = 0.0
+        #: seconds added to the reference's time for a microphone frame, found from the sound
+        #: by `_DelayTracker` when the capture times do not line the streams up
+        self.offset = 0.0
+        self._tracker = _DelayTracker(sample_rate)
+        self._next_estimate = 4.0  # seconds of microphone audio
+        self._last_lag: float | None = None
+        # reference kept behind the current frame: what the tracker's window looks back on
+        self._history = int(10 * sample_rate)
         self.reference = _Reference(self)
         self.microphone = _Microphone(self)
         try:
@@ -177,12 +262,17 @@ class EchoCanceller:
 
     # -- the microphone's thread --------------------------------------------------------------
 
-    def _reference_for(self, start: int, n: int) -> np.ndarray:
+    def _reference_for(self, start: int, n: int, keep: bool = False) -> np.ndarray:
         """Return reference samples ``start:start + n`` (zeros where there are none)."""
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
-            # drop what no later frame needs
-            while self._ref and self._ref_start + len(self._ref[0]) <= start:
+            if keep:
+                start_drop = None
+            else:
+                start_drop = start
+            # drop what no later frame needs (keeping some history for a correction)
+            while (start_drop is not None and self._ref
+                   and self._ref_start + len(self._ref[0]) <= start_drop - self._history):
                 self._ref_start += len(self._ref.popleft())
             pos = self._ref_start
             for block in self._ref:
@@ -194,6 +284,35 @@ class EchoCanceller:
                 pos += len(block)
         return out
 
+    def _reference_levels(self, first_hop: int, n: int) -> np.ndarray:
+        """Return the reference's envelope for `n` hops from `first_hop` (NaN where none)."""
+        hop = self._tracker.hop
+        samples = self._reference_for(first_hop * hop, n * hop, keep=True)
+        levels = self._tracker.levels(samples)
+        with self._lock:
+            have_from, have_to = self._ref_start // hop, self._ref_end // hop
+        hops = np.arange(first_hop, first_hop + n)
+        return np.where((hops >= have_from) & (hops < have_to), levels, np.nan)
+
+    def _track(self, frame: bytes, start: int) -> None:
+        """Follow the lag of the echo behind the reference; correct `offset` when it is off."""
+        self._tracker.observe(np.frombuffer(frame, dtype="<i2"), start)
+        if self.processed_seconds < self._next_estimate:
+            return
+        self._next_estimate = self.processed_seconds + 1.0
+        lag = self._tracker.estimate(self._reference_levels)
+        previous, self._last_lag = self._last_lag, lag
+        if lag is None or 0.0 <= lag <= 0.3:
+            return  # unclear, or where the canceller handles it
+        if not self._tracker.clear and (previous is None or abs(previous - lag) > 0.05):
+            return  # act on one estimate beyond doubt, or two a second apart that agree
+        self._last_lag = None
+        self.offset += self.lead + 0.02 - lag
+        self._tracker.restart()
+        self._next_estimate = self.processed_seconds + 4.0
+        logger.info("the echo lagged the loopback by %.2f s: lining them up again (offset "
+                    "%.2f s)", lag, self.offset)
+
     def _process(self, final: bool = False) -> list[bytes]:
         out = []
         while self._pending:
@@ -204,13 +323,20 @@ class EchoCanceller:
             if t0 is None:
                 start = None
             else:
-                start = round((at + self.lead - t0) * self.sample_rate)
-            ready = (final or done or (start is not None and end >= start + n)
-                     or time.monotonic() - arrived > self.max_wait)
+                start = round((at + self.lead + self.offset - t0) * self.sample_rate)
+            covered = start is not None and end >= start + n
+            ready = (final or done or covered or time.monotonic() - arrived > self.max_wait)
             if not ready:
                 break
+            if not covered and not done and t0 is not None:
+                if not self.unreferenced_seconds:
+                    logger.warning("the loopback's audio is late by more than %.1f s: the "
+                                   "microphone goes on without cancelling echo", self.max_wait)
+                self.unreferenced_seconds += n / self.sample_rate
             self._pending.popleft()
             out.append(self._cancel(frame, start))
+            if self.active and start is not None:
+                self._track(frame, start)
         return out
 
     def _cancel(self, frame: bytes, start: int | None) -> bytes:

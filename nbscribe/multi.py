@@ -295,7 +295,7 @@ class MultiTranscriber:
                 mic_tr, ref_tr = self.transcribers[mic], self.transcribers[ref]
                 live = mic_tr.source.realtime and ref_tr.source.realtime
                 canceller = EchoCanceller(mic_tr.params.sample_rate,
-                                          max_wait=0.6 if live else 10.0)
+                                          max_wait=2.0 if live else 10.0)
                 mic_tr.stage, ref_tr.stage = canceller.microphone, canceller.reference
                 self.cancellers[mic] = canceller
         self._started = False

@@ -152,9 +152,8 @@ class Pump:
             block = self.source.read(timeout=0.1 if wait is None else min(0.1, wait + 0.001))
             if block is not None:
                 if self._base is None:  # when the first block began
-                    began = getattr(self.source, "first_block_at", None)
-                    self._base = (0.0 if not self.source.realtime else began if began
-                                  else time.monotonic() - len(block) / self.source.sample_rate)
+                    self._base = (time.monotonic() - len(block) / self.source.sample_rate
+                                  if self.source.realtime else 0.0)
                 for frame in conv.push(block):
                     self._stage(frame, wav)
                 self.level = conv.level
@@ -175,7 +174,10 @@ class Pump:
         if self.stage is None:
             self._capture(frame, wav)
             return
-        at = (self._base or 0.0) + self._frames * self.outbox.frame_ms / 1000
+        # a source that knows when its capture began better than its first read says so (a
+        # device, from its callback; its estimate tightens over the first blocks)
+        began = getattr(self.source, "first_block_at", None) if self.source.realtime else None
+        at = (began or self._base or 0.0) + self._frames * self.outbox.frame_ms / 1000
         self._frames += 1
         for ready in self.stage.push(frame, at):
             self._capture(ready, wav)

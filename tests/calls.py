@@ -67,4 +67,6 @@ def transcribe_call(pulse: Any, engine: Any, folder: Path, mic: np.ndarray, call
         for p in players:
             p.wait(60)
         wait_until(lambda: multi.stats().audio_seconds > len(call) / RATE + 1.5, 30, 0.1)
-        return multi.stop()
+        session = multi.stop()
+        session.cancellers = multi.cancellers  # for the caller's diagnostics
+        return session

@@ -50,9 +50,13 @@ def call_and_you():
     return call, you
 
 
-def cancel(call: np.ndarray, mic: np.ndarray, lag_frames: int = 0) -> np.ndarray:
-    """Run both sides through a canceller, the reference `lag_frames` frames late."""
-    canceller = EchoCanceller(RATE)
+def cancel(call: np.ndarray, mic: np.ndarray, lag_frames: int = 0, clock_error: float = 0.0,
+           canceller: EchoCanceller | None = None) -> np.ndarray:
+    """Run both sides through a canceller, the reference `lag_frames` frames late.
+
+    The reference's capture times are off by `clock_error` seconds.
+    """
+    canceller = canceller or EchoCanceller(RATE)
     ref, mine = frames(call), frames(mic)
     out: list[bytes] = []
     for i in range(len(mine) + lag_frames):
@@ -60,7 +64,8 @@ def cancel(call: np.ndarray, mic: np.ndarray, lag_frames: int = 0) -> np.ndarray
             out += canceller.microphone.push(mine[i], at=i * 0.05)
         if 0 <= i - lag_frames < len(ref):
             j = i - lag_frames
-            assert canceller.reference.push(ref[j], at=j * 0.05) == [ref[j]]  # unchanged
+            pushed = canceller.reference.push(ref[j], at=j * 0.05 + clock_error)
+            assert pushed == [ref[j]]  # unchanged
         out += canceller.microphone.poll()
     assert canceller.reference.close() == []
     out += canceller.microphone.close()
@@ -93,6 +98,20 @@ def test_a_late_reference_holds_the_microphone_back_not_loses_it(call_and_you):
     alone = slice(16 * RATE, len(late))
     assert db(echo[alone]) - db(late[alone]) > 25
     assert abs(db(late[alone]) - db(on_time[alone])) < 6
+
+
+@needs_aec
+@pytest.mark.parametrize("clock_error", [0.8, -0.6])
+def test_streams_whose_times_are_off_are_lined_up_from_the_sound(call_and_you, clock_error):
+    # e.g. a loopback stream that carries a steady 0.8 s of extra latency: its capture times
+    # say 0.8 s later than the sound really was
+    call, you = call_and_you
+    echo = calls.leak(call, 40, -12)
+    canceller = EchoCanceller(RATE)
+    out = cancel(call, you + echo, clock_error=clock_error, canceller=canceller)
+    assert canceller.offset == pytest.approx(clock_error, abs=0.1)
+    alone = slice(16 * RATE, len(out))
+    assert db(echo[alone]) - db(out[alone]) > 25
 
 
 def test_without_the_canceller_frames_pass_unchanged(call_and_you, monkeypatch):
@@ -197,6 +216,9 @@ def test_a_call_on_speakers_is_written_once(pulse, whisper_model, tmp_path, call
     mic = you + calls.leak(call, delay_ms, gain_db, reverb_ms)
     session = calls.transcribe_call(pulse, whisper_model, tmp_path, mic, call)
     mine, theirs = said(session, "you"), said(session, "others")
+    canceller = session.cancellers["you"]
+    print(f"\n[echo] cancelled {canceller.processed_seconds:.1f} s, without reference "
+          f"{canceller.unreferenced_seconds:.1f} s; echoes: {list(session.echoes.text)}")
     heard = [line for line in CALL_LINES if line in theirs]
     assert len(heard) >= 8, theirs  # the call, under "others"
     assert not [line for line in CALL_LINES if line in mine], mine  # and not again under "you"

@@ -105,13 +105,19 @@ class DeviceSource:
         self._last_block: float | None = None
         #: `time.monotonic` when the first block began (set by PortAudio's thread)
         self.first_block_at: float | None = None
+        self._captured = 0  # frames delivered by PortAudio since the capture began
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: object, status: object) -> None:
         # PortAudio's thread: copy and return; never block, never log here.
         if status and getattr(status, "input_overflow", False):
             self.overflows += 1
-        if self.first_block_at is None:  # when capture began (not when the block is read)
-            self.first_block_at = time.monotonic() - frames / self.sample_rate
+        # When capture began: a block cannot arrive before it was recorded, so every block
+        # bounds the start from above; the tightest bound wins (a burst of buffered blocks
+        # after a slow start only tightens it once they are through).
+        self._captured += frames
+        began = time.monotonic() - self._captured / self.sample_rate
+        if self.first_block_at is None or began < self.first_block_at:
+            self.first_block_at = began
         try:
             self._queue.put_nowait(indata.copy())
         except queue.Full:
@@ -156,7 +162,10 @@ class DeviceSource:
                 self._stream.start()
                 if self._pulse is not None:
                     self._pulse.attach()
-                    self._clear_queue()  # anything recorded before the move (usually nothing)
+                    # anything recorded before the move (usually nothing) is not this source's:
+                    # capture begins with the next block
+                    self.first_block_at, self._captured = None, 0
+                    self._clear_queue()
         except sd.PortAudioError as exc:
             self.close()
             raise AudioError(
