@@ -161,6 +161,8 @@ class SpeakerLabeller:
             seconds = _speech_seconds(piece_words)
             if isinstance(voice, str):
                 label = self._add(voice, embedding, seconds)
+            elif voice is not None and seconds < self.settings.min_speech:
+                label = UNKNOWN  # a new voice, but too short to start a speaker on
             elif voice is not None and self._room():
                 if voice not in new_labels:
                     new_labels[voice] = self._new(embedding, seconds)
