@@ -135,7 +135,6 @@ class TurnEngine:
         self.samples = 0  # 16 kHz samples consumed so far
         self.decodes = 0
         self.decode_seconds = 0.0  # wall time of the last decode
-        self.label_seconds = 0.0  # wall time spent labelling speakers, in all
         self._pcm = PcmDecoder(params.sample_rate)
         self._pending = np.zeros(0, dtype=np.float32)
         self._partials = True
@@ -291,10 +290,8 @@ class TurnEngine:
                      words=self._words(words, final=True), utterance=text)
         finals = [final]
         if self.speakers is not None:
-            started = time.perf_counter()
             finals = self.speakers.label(final, np.concatenate(audio),
                                          self._turn_start * 1000 / RATE)
-            self.label_seconds += time.perf_counter() - started
         self.turn_order += len(finals)
         return list(finals)
 
