@@ -179,11 +179,10 @@ class SpeakerLabeller:
             )
             self.pieces.append(_Piece(labelled.turn_order, embedding, seconds, label, labelled))
             out.append(labelled)
-        if len(out) > 1:
+        if len(out) > 1:  # the end-of-session match keeps a cut piece apart from its neighbours
             for i, piece in enumerate(self.pieces[-len(out):]):
                 piece.avoid = frozenset(t.speaker_label for t in out[max(0, i - 1):i + 2]
-                                        if t.speaker_label != piece.label)
-        if len(out) > 1:
+                                        if t.speaker_label not in (piece.label, UNKNOWN))
             logger.debug("turn %d split at changes of voice into %s", turn.turn_order,
                          [t.speaker_label for t in out])
         return out
