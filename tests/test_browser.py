@@ -35,7 +35,7 @@ CELLS = [
     "panel = nbscribe.Panel(source='file')  # the bundled two-voice sample, local engine\n"
     "panel",
     "import time\nprint('kernel free; panel running:', panel.running)",
-    "panel.turns[['start', 'end', 'text']]",
+    "panel.turns[['start', 'end', 'speaker', 'text']]",
 ]
 
 
@@ -132,6 +132,8 @@ def test_live_transcript_appears_in_jupyterlab(jupyter, page, tmp_path):
     _run_cell(page, 0)
     expect(page.locator(".nbs-start")).to_be_visible(timeout=60_000)
     page.wait_for_function(f"{KSTAT} === 'idle'", timeout=30_000)
+    page.locator(".nbs-speaker-labels input").check()  # offline speaker labels, as a user asks
+    expect(page.locator(".nbs-names input")).to_be_visible()
     page.locator(".nbs-start").click()
     # the kernel is free while the session runs: another cell executes
     _run_cell(page, 1)
@@ -141,13 +143,20 @@ def test_live_transcript_appears_in_jupyterlab(jupyter, page, tmp_path):
     expect(page.locator(".nbs-turns")).to_contain_text("hear me", timeout=60_000)
     expect(page.locator(".nbs-status")).to_contain_text("streaming")
     page.screenshot(path=str(shots / "panel-streaming.png"), full_page=True)
+    expect(page.locator(".nbs-turns .nbs-spk").first).to_contain_text("A", timeout=30_000)
     page.locator(".nbs-stop").click()
     expect(page.locator(".nbs-status")).to_contain_text("stopped", timeout=30_000)
+    page.wait_for_function(f"{KSTAT} === 'idle'", timeout=30_000)
+    names = page.locator(".nbs-names input")
+    names.fill("A=Nagg, B=Nell")
+    names.press("Enter")
+    expect(page.locator(".nbs-turns")).to_contain_text("Nagg", timeout=15_000)
     page.wait_for_function(f"{KSTAT} === 'idle'", timeout=30_000)
     _run_cell(page, 2)
     table = page.locator(".jp-OutputArea-output table.dataframe")
     expect(table).to_be_visible(timeout=15_000)
     expect(table).to_contain_text("hear me")
+    expect(table).to_contain_text("Nagg")
     page.screenshot(path=str(shots / "panel-stopped.png"), full_page=True)
     # nothing sensitive or broken in the page: the turns view holds escaped text only
     assert page.locator(".nbs-turns .nbs-turn").count() >= 1

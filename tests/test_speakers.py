@@ -304,3 +304,21 @@ def test_names_survive_load_session(tmp_path):
     tr.stop()
     assert list(tr.session.turns.speaker) == ["Ann"]
     assert list(load_session(tmp_path).turns.speaker) == ["Ann"]
+
+
+def test_a_short_reply_is_not_given_the_only_voice_heard(encoder):
+    # the scene's first two turns: Nagg's "Do you hear me?", Nell's "Yes." (0.4 s); with one
+    # voice known there is nothing to tell "Yes." apart by: it stays UNKNOWN, even at the end
+    import soxr
+
+    wav, _ = dialogues.nagg_nell()
+    audio, rate = sf.read(wav, dtype="float32")
+    audio = soxr.resample(audio, rate, RATE).astype(np.float32)
+    labeller = SpeakerLabeller(encoder)
+    labels = []
+    for order, (a, b, text) in enumerate([(0.0, 1.32, "Do you hear me?"), (1.376, 1.796, "Yes.")]):
+        piece = audio[int(a * RATE):int(b * RATE)]
+        labels += [t.speaker_label for t in labeller.label(
+            turn_of(order, [(a * 1000, b * 1000)], [text]), piece, a * 1000)]
+    assert labels == ["A", UNKNOWN]
+    assert labeller.revise() is None

@@ -272,8 +272,12 @@ class SpeakerLabeller:
             return best.label
         if long_enough:
             return self._new(embedding, seconds) if commit else None
-        if best is not None and similarity >= s.guess_threshold and (
-                len(self.speakers) == 1 or similarity - self._second(embedding) >= s.guess_margin):
+        # a short turn takes a speaker clearly closer than the next one (with one speaker
+        # known, nothing to compare with: it waits for the end of the session, unless
+        # max_speakers says there is only that one)
+        if best is not None and ((not self._room() and len(self.speakers) == 1) or (
+                similarity >= s.guess_threshold and len(self.speakers) > 1
+                and similarity - self._second(embedding) >= s.guess_margin)):
             return best.label
         return UNKNOWN
 
@@ -329,7 +333,11 @@ class SpeakerLabeller:
             if order:
                 best = established[order[0]].label
                 similarity = float(sims[order[0]])
-                margin = similarity - float(sims[order[1]]) if len(order) > 1 else 1.0
+                if len(order) > 1:
+                    margin = similarity - float(sims[order[1]])
+                else:  # the only candidate: because a cut ruled the others out, or the only voice
+                    only = piece.avoid or s.max_speakers == 1
+                    margin = 1.0 if only else similarity - s.threshold
                 if (piece.seconds >= s.min_speech or similarity >= s.threshold
                         or (label != UNKNOWN and label not in [sp.label for sp in established])
                         or (label == UNKNOWN and similarity >= s.guess_threshold
