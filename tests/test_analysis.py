@@ -98,3 +98,62 @@ def test_routing_says_what_to_fix_when_nothing_arrives(pulse):
     assert "pactl" in report.message
     mac = check_routing("second.monitor", platform="darwin")
     assert "Multi-Output Device" in mac.message
+
+
+# -- summary -------------------------------------------------------------------------------------
+
+
+def call_turns() -> pd.DataFrame:
+    """A hand-made call with known answers (times in seconds)."""
+    rows = [  # speaker, start, end, text
+        ("Ann", 0.0, 4.0, "Hi Bob. Can you send me the report by Friday?"),
+        ("Bob", 4.5, 6.0, "Sure, I'll send it tomorrow."),
+        ("Ann", 6.0, 10.0, "Great. We agreed to ship the new version on March 3rd."),
+        ("Ann", 10.5, 12.0, "Any questions?"),
+        ("Bob", 11.5, 14.5, "No. The weather is nice."),  # begins before Ann has finished
+        ("Bob", 15.0, 16.0, "Really nice."),
+    ]
+    return pd.DataFrame(rows, columns=["speaker", "start", "end", "text"])
+
+
+def test_summary_of_a_call_with_known_answers():
+    from nbscribe.analysis import summary
+
+    s = summary(call_turns())
+    p = s.people
+    assert list(p.index) == ["Ann", "Bob"]  # by talk time
+    assert p.loc["Ann", "talk_seconds"] == pytest.approx(9.5)
+    assert p.loc["Bob", "talk_seconds"] == pytest.approx(5.5)
+    assert p["share"].sum() == pytest.approx(1.0)
+    assert p.loc["Ann", "share"] == pytest.approx(9.5 / 15)
+    assert list(p["turns"]) == [3, 3] and list(p["words"]) == [23, 12]
+    assert p.loc["Bob", "words_per_minute"] == pytest.approx(12 / (5.5 / 60))
+    assert list(p["questions"]) == [2, 0]
+    assert list(p["interruptions"]) == [0, 1]  # Bob began at 11.5, Ann ended at 12.0
+    # Bob took over after 0.5 s (at 4.5); Ann after 0.0 s (at 6.0); the interruption is not a
+    # response time
+    assert p.loc["Bob", "response_seconds"] == pytest.approx(0.5)
+    assert p.loc["Ann", "response_seconds"] == pytest.approx(0.0)
+    # Ann's longest stretch: 6.0-12.0; Bob's: 11.5-16.0
+    assert p.loc["Ann", "longest_monologue_seconds"] == pytest.approx(6.0)
+    assert p.loc["Bob", "longest_monologue_seconds"] == pytest.approx(4.5)
+    a = s.actions
+    assert list(zip(a.speaker, a.kind, a.when, strict=True)) == [
+        ("Ann", "request", "by Friday"),
+        ("Bob", "commitment", "tomorrow"),
+        ("Ann", "decision", "on March 3rd"),
+    ]
+    assert a.text.iloc[0] == "Can you send me the report by Friday?"
+    assert a.start.tolist() == [0.0, 4.5, 6.0]
+    assert "Who talked how" in s._repr_html_()
+
+
+def test_summary_by_source_and_of_nothing():
+    from nbscribe.analysis import summary
+
+    turns = call_turns().rename(columns={"speaker": "source"})
+    assert summary(turns).people.index.name == "source"
+    empty = summary(call_turns().iloc[:0])
+    assert empty.people.empty and empty.actions.empty
+    with pytest.raises(ValueError, match="no column 'who'"):
+        summary(call_turns(), by="who")
