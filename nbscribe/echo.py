@@ -263,16 +263,14 @@ class EchoCanceller:
     # -- the microphone's thread --------------------------------------------------------------
 
     def _reference_for(self, start: int, n: int, keep: bool = False) -> np.ndarray:
-        """Return reference samples ``start:start + n`` (zeros where there are none)."""
+        """Return reference samples ``start:start + n`` (zeros where there are none).
+
+        Unless `keep`, what lies further back than the tracker's history is let go.
+        """
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
-            if keep:
-                start_drop = None
-            else:
-                start_drop = start
-            # drop what no later frame needs (keeping some history for a correction)
-            while (start_drop is not None and self._ref
-                   and self._ref_start + len(self._ref[0]) <= start_drop - self._history):
+            while (not keep and self._ref
+                   and self._ref_start + len(self._ref[0]) <= start - self._history):
                 self._ref_start += len(self._ref.popleft())
             pos = self._ref_start
             for block in self._ref:
