@@ -29,32 +29,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import soundfile as sf  # noqa: E402
 
-import nbscribe  # noqa: E402
 from nbscribe.echo import EchoCanceller, echo_cancellation_available  # noqa: E402
 from nbscribe.metrics import word_error_rate  # noqa: E402
 from tests import calls  # noqa: E402
-from tests.dialogues import DATA, RATE  # noqa: E402
+from tests.dialogues import RATE  # noqa: E402
 
 SECTION = "echo (you vs others on speakers)"
-BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
-CALL_LINES = ["best of times", "worst of times", "age of wisdom", "age of foolishness",
-              "epoch of belief", "epoch of incredulity", "season of light",
-              "season of darkness", "spring of hope", "winter of despair"]
 LEAKS = {"-12 dB, 40 ms": (40, -12, 0), "-6 dB, 150 ms, 300 ms reverb": (150, -6, 300)}
 WAYS = {"nothing": dict(cancel_echo=False, include_echo=True),
         "transcript net only": dict(cancel_echo=False, include_echo=False),
         "canceller only": dict(cancel_echo=True, include_echo=True),
         "both (default)": dict(cancel_echo=True, include_echo=False)}
-
-
-def audio() -> tuple[np.ndarray, np.ndarray]:
-    call, _ = sf.read(DATA / "two_cities_20s.wav", dtype="float32")
-    beckett, _ = sf.read(nbscribe.sample("beckett"), dtype="float32")
-    you = np.zeros_like(call)
-    you[5 * RATE:5 * RATE + len(beckett)] = beckett
-    return call, you
 
 
 def canceller_cpu(call: np.ndarray, you: np.ndarray) -> float:
@@ -64,20 +50,11 @@ def canceller_cpu(call: np.ndarray, you: np.ndarray) -> float:
     n = RATE // 20
     cpu = time.process_time()
     for i in range(0, len(call) - n + 1, n):
-        canceller.reference.push(calls_pcm(call[i:i + n]), at=i / RATE)
-        canceller.microphone.push(calls_pcm(mic[i:i + n]), at=i / RATE)
+        canceller.reference.push(calls.pcm(call[i:i + n]), at=i / RATE)
+        canceller.microphone.push(calls.pcm(mic[i:i + n]), at=i / RATE)
     canceller.reference.close()
     canceller.microphone.close()
     return (time.process_time() - cpu) / (len(call) / RATE)
-
-
-def calls_pcm(x: np.ndarray) -> bytes:
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-def said(session, source: str) -> str:
-    turns = session.turns
-    return " ".join(turns[turns.source == source].text).lower()
 
 
 def run(quick: bool) -> list[tuple[str, str, str, str]]:
@@ -85,7 +62,7 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
     if not echo_cancellation_available():
         return [(SECTION, "acoustic echo canceller", "skipped: pip install 'nbscribe[echo]'",
                  "")]
-    call, you = audio()
+    call, you = calls.call_and_you()
     rows = [(SECTION, "canceller CPU per audio second (both sides, one thread)",
              f"{canceller_cpu(call, you):.4f} core-s/s", "<= 0.02")]
     if quick:
@@ -101,18 +78,18 @@ def run(quick: bool) -> list[tuple[str, str, str, str]]:
         sounddevice_module(refresh=True)
         with tempfile.TemporaryDirectory() as tmp:
             clean = calls.transcribe_call(pulse, engine, Path(tmp), you, call)
-            base = word_error_rate(BECKETT, said(clean, "you"))
+            base = word_error_rate(calls.BECKETT, calls.said(clean.session, "you"))
             rows.append((SECTION, "WER of your words, microphone hearing no call", f"{base:.2f}",
                          "baseline"))
             for leak_name, (delay, gain, reverb) in LEAKS.items():
                 mic = you + calls.leak(call, delay, gain, reverb)
                 for way, options in WAYS.items():
                     with tempfile.TemporaryDirectory() as run_dir:
-                        s = calls.transcribe_call(pulse, engine, Path(run_dir), mic, call,
-                                                  **options)
-                    mine = said(s, "you")
-                    twice = sum(line in mine for line in CALL_LINES)
-                    wer = word_error_rate(BECKETT, mine)
+                        multi = calls.transcribe_call(pulse, engine, Path(run_dir), mic, call,
+                                                      **options)
+                    mine = calls.said(multi.session, "you")
+                    twice = sum(line in mine for line in calls.CALL_LINES)
+                    wer = word_error_rate(calls.BECKETT, mine)
                     rows.append((SECTION, f"leak {leak_name}, {way}: call phrases also under "
                                  "'you', WER of your words", f"{twice}/10, {wer:.2f}",
                                  "0/10, near baseline"))

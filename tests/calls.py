@@ -12,7 +12,35 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from .dialogues import RATE
+import nbscribe
+
+from .dialogues import DATA, RATE
+
+#: What you say in the call (the bundled Beckett recording), and the call's ten phrases.
+BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
+CALL_LINES = ["best of times", "worst of times", "age of wisdom", "age of foolishness",
+              "epoch of belief", "epoch of incredulity", "season of light",
+              "season of darkness", "spring of hope", "winter of despair"]
+
+
+def call_and_you() -> tuple[np.ndarray, np.ndarray]:
+    """20 s of a call (one voice) and 10 s of you (another), you starting 5 s in: double talk."""
+    call, _ = sf.read(DATA / "two_cities_20s.wav", dtype="float32")
+    beckett, _ = sf.read(nbscribe.sample("beckett"), dtype="float32")
+    you = np.zeros_like(call)
+    you[5 * RATE:5 * RATE + len(beckett)] = beckett
+    return call, you
+
+
+def pcm(audio: np.ndarray) -> bytes:
+    """Float audio as the PCM16 bytes a frame carries."""
+    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def said(session: Any, source: str) -> str:
+    """Everything `source` said in a merged session, lower case."""
+    turns = session.turns
+    return " ".join(turns[turns.source == source].text).lower()
 
 
 def leak(call: np.ndarray, delay_ms: float, gain_db: float, reverb_ms: float = 0.0
@@ -34,7 +62,8 @@ def transcribe_call(pulse: Any, engine: Any, folder: Path, mic: np.ndarray, call
     """Play `call` and `mic` into two null sinks at once; transcribe them as a call.
 
     `call` goes to the ``loopback`` sink ("others"), `mic` to ``second`` ("you"). `options` go
-    to `MultiTranscriber` (``cancel_echo``, ``include_echo`` ...). Returns its session.
+    to `MultiTranscriber` (``cancel_echo``, ``include_echo`` ...). Returns it, stopped (its
+    ``session`` and ``cancellers``).
     """
     from nbscribe import DeviceSource
     from nbscribe.multi import MultiTranscriber
@@ -67,6 +96,5 @@ def transcribe_call(pulse: Any, engine: Any, folder: Path, mic: np.ndarray, call
         for p in players:
             p.wait(60)
         wait_until(lambda: multi.stats().audio_seconds > len(call) / RATE + 1.5, 30, 0.1)
-        session = multi.stop()
-        session.cancellers = multi.cancellers  # for the caller's diagnostics
-        return session
+        multi.stop()
+        return multi

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-import nbscribe
 from nbscribe.echo import EchoCanceller, echo_cancellation_available, find_echoes
 from nbscribe.events import Turn, Word
 from nbscribe.multi import MultiSession
@@ -14,7 +12,7 @@ from nbscribe.session import Session
 
 from . import calls
 from .conftest import need
-from .dialogues import DATA, RATE
+from .dialogues import RATE
 
 
 @pytest.fixture
@@ -27,13 +25,9 @@ def aec():
 needs_aec = pytest.mark.usefixtures("aec")
 
 
-def pcm(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-
-
 def frames(audio: np.ndarray, ms: int = 50) -> list[bytes]:
     n = RATE * ms // 1000
-    return [pcm(audio[i:i + n]) for i in range(0, len(audio) - n + 1, n)]
+    return [calls.pcm(audio[i:i + n]) for i in range(0, len(audio) - n + 1, n)]
 
 
 def db(x: np.ndarray) -> float:
@@ -42,12 +36,7 @@ def db(x: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def call_and_you():
-    """20 s of a call (one voice) and 10 s of you (another), you starting 5 s in: double talk."""
-    call, _ = sf.read(DATA / "two_cities_20s.wav", dtype="float32")
-    beckett, _ = sf.read(nbscribe.sample("beckett"), dtype="float32")
-    you = np.zeros_like(call)
-    you[5 * RATE:5 * RATE + len(beckett)] = beckett
-    return call, you
+    return calls.call_and_you()
 
 
 def cancel(call: np.ndarray, mic: np.ndarray, lag_frames: int = 0, clock_error: float = 0.0,
@@ -191,15 +180,6 @@ def test_echo_turns_are_left_out_of_frames_views_and_exports_but_kept(tmp_path):
 
 # -- on two PulseAudio null sinks, with the offline engine ---------------------------------------
 
-BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
-CALL_LINES = ["best of times", "worst of times", "age of wisdom", "age of foolishness",
-              "epoch of belief", "epoch of incredulity", "season of light",
-              "season of darkness", "spring of hope", "winter of despair"]
-
-
-def said(session: MultiSession, source: str) -> str:
-    turns = session.turns
-    return " ".join(turns[turns.source == source].text).lower()
 
 
 @needs_aec
@@ -214,21 +194,22 @@ def test_a_call_on_speakers_is_written_once(pulse, whisper_model, tmp_path, call
 
     call, you = call_and_you
     mic = you + calls.leak(call, delay_ms, gain_db, reverb_ms)
-    session = calls.transcribe_call(pulse, whisper_model, tmp_path, mic, call)
-    mine, theirs = said(session, "you"), said(session, "others")
-    canceller = session.cancellers["you"]
+    multi = calls.transcribe_call(pulse, whisper_model, tmp_path, mic, call)
+    session = multi.session
+    mine, theirs = calls.said(session, "you"), calls.said(session, "others")
+    canceller = multi.cancellers["you"]
     print(f"\n[echo] cancelled {canceller.processed_seconds:.1f} s, without reference "
           f"{canceller.unreferenced_seconds:.1f} s; echoes: {list(session.echoes.text)}")
-    heard = [line for line in CALL_LINES if line in theirs]
+    heard = [line for line in calls.CALL_LINES if line in theirs]
     assert len(heard) >= 8, theirs  # the call, under "others"
-    assert not [line for line in CALL_LINES if line in mine], mine  # and not again under "you"
+    assert not [line for line in calls.CALL_LINES if line in mine], mine  # not again as "you"
     # your own sentences are there, the ones said over the call included. Words said over the
     # call can be mangled, and a word of echo can slip through before the canceller has
     # learnt the room: across runs the WER was 0.17-0.42 (-12 dB) and 0.25-0.67 (-6 dB, reverb)
     # against 0.08 with no call in the microphone (bench/echo.py has the numbers)
-    assert word_error_rate(BECKETT, mine) <= max_wer, mine
+    assert word_error_rate(calls.BECKETT, mine) <= max_wer, mine
     assert all(word in mine for word in ("tried", "matter", "again")), mine
     assert (tmp_path / "out" / "you" / "events.jsonl").exists()
     print(f"\n[echo {delay_ms} ms {gain_db} dB reverb {reverb_ms} ms] you: {mine!r}; "
           f"echo turns left out: {len(session.echoes)}; call lines under others: "
-          f"{len(heard)}/{len(CALL_LINES)}")
+          f"{len(heard)}/{len(calls.CALL_LINES)}")
